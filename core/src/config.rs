@@ -1,0 +1,680 @@
+//! The configuration grammar: the `REUSE_*` variables turned into a plain [`Config`].
+//!
+//! Parsing never allocates, so the preloaded library can run it in its load-time
+//! constructor, and the `reuse` command uses the very same functions to validate its flags.
+//!
+//! Grammar (blanks around items are allowed; an empty value is an error, never "unset"):
+//!
+//! ```text
+//! REUSE_PORTS     = "*" | item ("," item)*        item = port | port "-" port, 1 <= port <= 65535
+//! REUSE_OPTIONS   = opt ("," opt)*                opt  = "addr" | "port" | "linger=" seconds (0..=65535)
+//! REUSE_PROTOCOLS = proto ("," proto)*            proto = "tcp" | "udp"
+//! REUSE_LOG       = "off" | "error" | "warn" | "info" | "debug"
+//! REUSE_WAIT_MS   = 0..=3600000
+//! REUSE_TAKEOVER  = "0" | "1"
+//! ```
+
+use core::fmt;
+
+/// Upper bound of `REUSE_WAIT_MS`: an hour. A longer wait is a typo, not a plan.
+pub const MAX_WAIT_MS: u32 = 3_600_000;
+
+/// The variables, in the order they are read and reported.
+pub const VARIABLES: [&str; 6] = [
+    "REUSE_PORTS",
+    "REUSE_OPTIONS",
+    "REUSE_PROTOCOLS",
+    "REUSE_LOG",
+    "REUSE_WAIT_MS",
+    "REUSE_TAKEOVER",
+];
+
+/// Which ports the library acts on. Port 0 is never a member: binding to port 0 asks the
+/// kernel for a free ephemeral port, and there is nothing to reuse.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet {
+    bits: [u64; 1024],
+}
+
+impl PortSet {
+    /// Every port from 1 to 65535.
+    pub const fn all() -> Self {
+        let mut bits = [u64::MAX; 1024];
+        bits[0] &= !1;
+        PortSet { bits }
+    }
+
+    pub const fn empty() -> Self {
+        PortSet { bits: [0; 1024] }
+    }
+
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits[(port >> 6) as usize] & (1u64 << (port & 63)) != 0
+    }
+
+    /// Adds `lo..=hi`, leaving port 0 out whatever is asked.
+    pub fn insert_range(&mut self, lo: u16, hi: u16) {
+        let mut p = lo as u32;
+        while p <= hi as u32 {
+            if p != 0 {
+                self.bits[(p >> 6) as usize] |= 1u64 << (p & 63);
+            }
+            p += 1;
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        *self == PortSet::all()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
+    }
+
+    /// The set as maximal ranges, in increasing order.
+    pub fn ranges(&self) -> Ranges<'_> {
+        Ranges { set: self, next: 1 }
+    }
+}
+
+impl fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PortSet({self})")
+    }
+}
+
+/// Canonical form: `*` for every port, else ranges joined by commas; parses back to the same set.
+impl fmt::Display for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_all() {
+            return f.write_str("*");
+        }
+        for (i, (lo, hi)) in self.ranges().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct Ranges<'a> {
+    set: &'a PortSet,
+    next: u32,
+}
+
+impl Iterator for Ranges<'_> {
+    type Item = (u16, u16);
+    fn next(&mut self) -> Option<(u16, u16)> {
+        let mut p = self.next;
+        while p <= 65535 && !self.set.contains(p as u16) {
+            p += 1;
+        }
+        if p > 65535 {
+            self.next = p;
+            return None;
+        }
+        let lo = p;
+        while p < 65535 && self.set.contains((p + 1) as u16) {
+            p += 1;
+        }
+        self.next = p + 1;
+        Some((lo as u16, p as u16))
+    }
+}
+
+/// What a chosen socket gets before its `bind()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Options {
+    /// SO_REUSEADDR 1: pass TIME_WAIT sockets whose owner also had it.
+    pub addr: bool,
+    /// SO_REUSEPORT 1: share the port with another live socket that has it too (same user).
+    pub port: bool,
+    /// SO_LINGER {1, seconds}: `Some(0)` resets connections on close instead of a FIN.
+    pub linger: Option<u16>,
+}
+
+impl Options {
+    pub const DEFAULT: Options = Options {
+        addr: true,
+        port: false,
+        linger: None,
+    };
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if self.addr {
+            f.write_str("addr")?;
+            sep = ",";
+        }
+        if self.port {
+            write!(f, "{sep}port")?;
+            sep = ",";
+        }
+        if let Some(s) = self.linger {
+            write!(f, "{sep}linger={s}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocols {
+    pub tcp: bool,
+    pub udp: bool,
+}
+
+impl Protocols {
+    pub const DEFAULT: Protocols = Protocols {
+        tcp: true,
+        udp: false,
+    };
+}
+
+impl fmt::Display for Protocols {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.tcp, self.udp) {
+            (true, true) => f.write_str("tcp,udp"),
+            (true, false) => f.write_str("tcp"),
+            (false, true) => f.write_str("udp"),
+            (false, false) => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    pub const NAMES: [(&'static str, Level); 5] = [
+        ("off", Level::Off),
+        ("error", Level::Error),
+        ("warn", Level::Warn),
+        ("info", Level::Info),
+        ("debug", Level::Debug),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize].0
+    }
+}
+
+/// Everything the library needs to decide, read once at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub ports: PortSet,
+    pub options: Options,
+    pub protocols: Protocols,
+    pub log: Level,
+    pub wait_ms: u32,
+    pub takeover: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ports: PortSet::all(),
+            options: Options::DEFAULT,
+            protocols: Protocols::DEFAULT,
+            log: Level::Warn,
+            wait_ms: 0,
+            takeover: false,
+        }
+    }
+}
+
+/// A rejected value: which variable, which part of its value, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError<'a> {
+    pub var: &'static str,
+    /// The offending bytes, borrowed from the value (may not be UTF-8).
+    pub part: &'a [u8],
+    pub why: &'static str,
+}
+
+impl fmt::Display for ConfigError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} in \"", self.var, self.why)?;
+        write_escaped(f, self.part)?;
+        f.write_str("\"")
+    }
+}
+
+/// Writes bytes as text a terminal can show safely: printable ASCII as is, the rest as `\xNN`,
+/// cut after 64 bytes so a hostile 128 kB value cannot flood stderr.
+pub fn write_escaped(f: &mut dyn fmt::Write, bytes: &[u8]) -> fmt::Result {
+    const SHOWN: usize = 64;
+    for &b in bytes.iter().take(SHOWN) {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            f.write_char(b as char)?;
+        } else {
+            write!(f, "\\x{b:02x}")?;
+        }
+    }
+    if bytes.len() > SHOWN {
+        write!(f, "...({} bytes)", bytes.len())?;
+    }
+    Ok(())
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = s.iter().position(|b| !is_blank(b)).unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !is_blank(b))
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+/// Comma-separated items, trimmed; empty items are reported by the callers.
+fn items(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    s.split(|b| *b == b',').map(trim)
+}
+
+/// A decimal number of at most `max`, digits only (no sign, no blanks inside).
+fn number(s: &[u8], max: u32) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + (b - b'0') as u64;
+    }
+    if n > max as u64 {
+        None
+    } else {
+        Some(n as u32)
+    }
+}
+
+pub fn parse_ports(value: &[u8]) -> Result<PortSet, ConfigError<'_>> {
+    let err = |part, why| ConfigError {
+        var: "REUSE_PORTS",
+        part,
+        why,
+    };
+    if trim(value).is_empty() {
+        return Err(err(
+            value,
+            "empty value (unset the variable to mean every port)",
+        ));
+    }
+    if trim(value) == b"*" {
+        return Ok(PortSet::all());
+    }
+    let mut set = PortSet::empty();
+    for item in items(value) {
+        if item.is_empty() {
+            return Err(err(value, "empty item"));
+        }
+        if item == b"*" {
+            return Err(err(item, "'*' must stand alone"));
+        }
+        let port = |s: &[u8]| match number(s, 65535) {
+            Some(0) => Err(err(item, "port 0 is never reused")),
+            Some(p) => Ok(p as u16),
+            None => Err(err(item, "not a port (1-65535)")),
+        };
+        match item.iter().position(|b| *b == b'-') {
+            None => {
+                let p = port(item)?;
+                set.insert_range(p, p);
+            }
+            Some(dash) => {
+                let lo = port(trim(&item[..dash]))?;
+                let hi = port(trim(&item[dash + 1..]))?;
+                if lo > hi {
+                    return Err(err(item, "range runs backwards"));
+                }
+                set.insert_range(lo, hi);
+            }
+        }
+    }
+    Ok(set)
+}
+
+pub fn parse_options(value: &[u8]) -> Result<Options, ConfigError<'_>> {
+    let err = |part, why| ConfigError {
+        var: "REUSE_OPTIONS",
+        part,
+        why,
+    };
+    if trim(value).is_empty() {
+        return Err(err(value, "empty value"));
+    }
+    let mut seen = [false; 3];
+    let mut o = Options {
+        addr: false,
+        port: false,
+        linger: None,
+    };
+    for item in items(value) {
+        let slot = match item {
+            b"addr" => {
+                o.addr = true;
+                0
+            }
+            b"port" => {
+                o.port = true;
+                1
+            }
+            _ if item.starts_with(b"linger=") => {
+                match number(trim(&item[7..]), 65535) {
+                    Some(s) => o.linger = Some(s as u16),
+                    None => return Err(err(item, "linger takes whole seconds (0-65535)")),
+                }
+                2
+            }
+            b"" => return Err(err(value, "empty item")),
+            _ => return Err(err(item, "unknown option (addr, port, linger=SECONDS)")),
+        };
+        if seen[slot] {
+            return Err(err(item, "given twice"));
+        }
+        seen[slot] = true;
+    }
+    Ok(o)
+}
+
+pub fn parse_protocols(value: &[u8]) -> Result<Protocols, ConfigError<'_>> {
+    let err = |part, why| ConfigError {
+        var: "REUSE_PROTOCOLS",
+        part,
+        why,
+    };
+    if trim(value).is_empty() {
+        return Err(err(value, "empty value"));
+    }
+    let mut p = Protocols {
+        tcp: false,
+        udp: false,
+    };
+    for item in items(value) {
+        let flag = match item {
+            b"tcp" => &mut p.tcp,
+            b"udp" => &mut p.udp,
+            b"" => return Err(err(value, "empty item")),
+            _ => return Err(err(item, "unknown protocol (tcp, udp)")),
+        };
+        if *flag {
+            return Err(err(item, "given twice"));
+        }
+        *flag = true;
+    }
+    Ok(p)
+}
+
+pub fn parse_log(value: &[u8]) -> Result<Level, ConfigError<'_>> {
+    let v = trim(value);
+    Level::NAMES
+        .iter()
+        .find(|(n, _)| n.as_bytes() == v)
+        .map(|(_, l)| *l)
+        .ok_or(ConfigError {
+            var: "REUSE_LOG",
+            part: value,
+            why: "unknown level (off, error, warn, info, debug)",
+        })
+}
+
+pub fn parse_wait_ms(value: &[u8]) -> Result<u32, ConfigError<'_>> {
+    number(trim(value), MAX_WAIT_MS).ok_or(ConfigError {
+        var: "REUSE_WAIT_MS",
+        part: value,
+        why: "not a number of milliseconds (0-3600000)",
+    })
+}
+
+pub fn parse_takeover(value: &[u8]) -> Result<bool, ConfigError<'_>> {
+    match trim(value) {
+        b"0" => Ok(false),
+        b"1" => Ok(true),
+        _ => Err(ConfigError {
+            var: "REUSE_TAKEOVER",
+            part: value,
+            why: "must be 0 or 1",
+        }),
+    }
+}
+
+/// Reads every variable through `get` (None = unset) into `out`.
+///
+/// `out` is written in place because a [`Config`] is 8 kB; the library keeps one in a
+/// static and must not build a second on a small thread stack. On error `out` is left as
+/// the defaults were, and the caller must not act on it.
+pub fn read_into<'a>(
+    out: &mut Config,
+    get: impl Fn(&str) -> Option<&'a [u8]>,
+) -> Result<(), ConfigError<'a>> {
+    out.ports = PortSet::all();
+    out.options = Options::DEFAULT;
+    out.protocols = Protocols::DEFAULT;
+    out.log = Level::Warn;
+    out.wait_ms = 0;
+    out.takeover = false;
+    // The log level first, so an error in a later variable is reported at the level asked.
+    if let Some(v) = get("REUSE_LOG") {
+        out.log = parse_log(v)?;
+    }
+    if let Some(v) = get("REUSE_PORTS") {
+        out.ports = parse_ports(v)?;
+    }
+    if let Some(v) = get("REUSE_OPTIONS") {
+        out.options = parse_options(v)?;
+    }
+    if let Some(v) = get("REUSE_PROTOCOLS") {
+        out.protocols = parse_protocols(v)?;
+    }
+    if let Some(v) = get("REUSE_WAIT_MS") {
+        out.wait_ms = parse_wait_ms(v)?;
+    }
+    if let Some(v) = get("REUSE_TAKEOVER") {
+        out.takeover = parse_takeover(v)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::string::{String, ToString};
+    use std::vec::Vec;
+
+    fn ports(s: &str) -> Vec<(u16, u16)> {
+        parse_ports(s.as_bytes()).unwrap().ranges().collect()
+    }
+
+    #[test]
+    fn ports_grammar() {
+        assert_eq!(ports("8000"), [(8000, 8000)]);
+        assert_eq!(ports("8000,9000-9010"), [(8000, 8000), (9000, 9010)]);
+        assert_eq!(ports(" 8000 , 9000 - 9010 "), [(8000, 8000), (9000, 9010)]);
+        assert_eq!(ports("1-3,2-5"), [(1, 5)]);
+        assert_eq!(ports("65535"), [(65535, 65535)]);
+        assert!(parse_ports(b"*").unwrap().is_all());
+        assert!(!parse_ports(b"*").unwrap().contains(0));
+    }
+
+    #[test]
+    fn ports_rejects_bad_input_naming_the_part() {
+        for (v, part) in [
+            ("", ""),
+            ("  ", "  "),
+            ("0", "0"),
+            ("0-10", "0-10"),
+            ("65536", "65536"),
+            ("80,,81", "80,,81"),
+            ("80,", "80,"),
+            ("9010-9000", "9010-9000"),
+            ("http", "http"),
+            ("*,80", "*"),
+            ("-5", "-5"),
+            ("5-", "5-"),
+            ("+80", "+80"),
+            ("8 0", "8 0"),
+            ("99999999999", "99999999999"),
+        ] {
+            let e = parse_ports(v.as_bytes()).unwrap_err();
+            assert_eq!(e.var, "REUSE_PORTS");
+            assert_eq!(e.part, part.as_bytes(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn options_grammar() {
+        assert_eq!(parse_options(b"addr").unwrap(), Options::DEFAULT);
+        let o = parse_options(b"addr,port,linger=5").unwrap();
+        assert_eq!((o.addr, o.port, o.linger), (true, true, Some(5)));
+        let o = parse_options(b"port").unwrap();
+        assert_eq!((o.addr, o.port, o.linger), (false, true, None));
+        assert_eq!(parse_options(b"linger=0").unwrap().linger, Some(0));
+        for bad in [
+            "",
+            "adr",
+            "addr,addr",
+            "linger",
+            "linger=",
+            "linger=-1",
+            "linger=70000",
+            "addr,",
+            "linger=1,linger=2",
+            "ADDR",
+        ] {
+            assert_eq!(
+                parse_options(bad.as_bytes()).unwrap_err().var,
+                "REUSE_OPTIONS",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn protocols_and_levels() {
+        assert_eq!(parse_protocols(b"tcp").unwrap(), Protocols::DEFAULT);
+        assert_eq!(
+            parse_protocols(b"tcp,udp").unwrap(),
+            Protocols {
+                tcp: true,
+                udp: true
+            }
+        );
+        assert_eq!(
+            parse_protocols(b"udp").unwrap(),
+            Protocols {
+                tcp: false,
+                udp: true
+            }
+        );
+        for bad in ["", "tcp,tcp", "sctp", "tcp,"] {
+            assert!(parse_protocols(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert_eq!(parse_log(b"debug").unwrap(), Level::Debug);
+        assert!(parse_log(b"verbose").is_err());
+        assert!(parse_log(b"").is_err());
+        assert_eq!(parse_wait_ms(b"2500").unwrap(), 2500);
+        assert!(parse_wait_ms(b"3600001").is_err());
+        assert!(parse_wait_ms(b"-1").is_err());
+        assert!(parse_takeover(b"1").unwrap());
+        assert!(parse_takeover(b"yes").is_err());
+    }
+
+    #[test]
+    fn read_into_defaults_and_errors() {
+        let mut c = Config::default();
+        read_into(&mut c, |_| None).unwrap();
+        assert_eq!(c, Config::default());
+        let e =
+            read_into(&mut c, |k| (k == "REUSE_PROTOCOLS").then_some(&b"icmp"[..])).unwrap_err();
+        assert_eq!(e.var, "REUSE_PROTOCOLS");
+        assert_eq!(
+            e.to_string(),
+            "REUSE_PROTOCOLS: unknown protocol (tcp, udp) in \"icmp\""
+        );
+    }
+
+    #[test]
+    fn error_text_escapes_hostile_bytes() {
+        let v = [b'8', 0x1b, b'[', 0xff, b'\n'];
+        let e = parse_ports(&v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "REUSE_PORTS: not a port (1-65535) in \"8\\x1b[\\xff\\x0a\""
+        );
+        let long: String = "9".repeat(200);
+        assert!(parse_ports(long.as_bytes()).unwrap_err().to_string().len() < 160);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(v in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let _ = parse_ports(&v);
+                let _ = parse_options(&v);
+                let _ = parse_protocols(&v);
+                let _ = parse_log(&v);
+                let _ = parse_wait_ms(&v);
+                let _ = parse_takeover(&v);
+            }
+
+            #[test]
+            fn ports_from_grammar_chars_never_panic(v in "[0-9,* -]{0,40}") {
+                if let Ok(set) = parse_ports(v.as_bytes()) {
+                    prop_assert!(!set.contains(0));
+                    prop_assert!(!set.is_empty());
+                }
+            }
+
+            #[test]
+            fn ports_round_trip(ranges in proptest::collection::vec((1u16.., 0u16..300), 1..8)) {
+                let text: Vec<String> = ranges.iter().map(|(lo, w)| {
+                    let hi = lo.saturating_add(*w);
+                    if w % 2 == 0 { std::format!("{lo}-{hi}") } else { std::format!("{lo}") }
+                }).collect();
+                let text = text.join(",");
+                let set = parse_ports(text.as_bytes()).unwrap();
+                for (lo, w) in &ranges {
+                    let hi = if w % 2 == 0 { lo.saturating_add(*w) } else { *lo };
+                    prop_assert!(set.contains(*lo) && set.contains(hi));
+                }
+                let again = parse_ports(set.to_string().as_bytes()).unwrap();
+                prop_assert_eq!(again, set);
+            }
+
+            #[test]
+            fn a_listed_port_is_exactly_a_member(list in proptest::collection::btree_set(1u16.., 1..20), probe in 0u16..) {
+                let text: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+                let set = parse_ports(text.join(",").as_bytes()).unwrap();
+                prop_assert_eq!(set.contains(probe), list.contains(&probe));
+            }
+
+            #[test]
+            fn options_round_trip(addr: bool, port: bool, linger in proptest::option::of(0u16..)) {
+                prop_assume!(addr || port || linger.is_some());
+                let o = Options { addr, port, linger };
+                prop_assert_eq!(parse_options(o.to_string().as_bytes()).unwrap(), o);
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The pure part of reuse: no system calls, no allocation, no global state.
+//!
+//! The preloaded library (`libreuse.so`) and the `reuse` command both build on these
+//! functions, so a flag the command accepts is exactly what the library accepts, and the
+//! diagnosis after a failed bind reads the same as `reuse doctor`.
+#![cfg_attr(not(test), no_std)]
+
+pub mod config;
+pub mod decision;
+pub mod line;
+pub mod proc_net;

@@ -1,0 +1,122 @@
+//! Log lines built in a fixed buffer: the library may not allocate, and one `write(2)` of a
+//! whole line keeps lines from several processes or threads from interleaving.
+
+use core::fmt;
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+/// Longest line written; longer text is cut and ends in `...`.
+pub const LINE_MAX: usize = 480;
+
+pub struct Line {
+    buf: [u8; LINE_MAX],
+    len: usize,
+    cut: bool,
+}
+
+impl Line {
+    /// A line that starts with the prefix every message carries: `libreuse[PID]: `.
+    pub fn new(pid: i32) -> Line {
+        let mut l = Line {
+            buf: [0; LINE_MAX],
+            len: 0,
+            cut: false,
+        };
+        let _ = write!(l, "libreuse[{pid}]: ");
+        l
+    }
+
+    /// The finished line with its newline.
+    pub fn finish(&mut self) -> &[u8] {
+        if self.cut {
+            self.len = LINE_MAX - 4;
+            self.buf[self.len..self.len + 3].copy_from_slice(b"...");
+            self.len += 3;
+        } else if self.len == LINE_MAX {
+            self.len -= 1;
+        }
+        self.buf[self.len] = b'\n';
+        &self.buf[..self.len + 1]
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = LINE_MAX - 1 - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        if n < s.len() {
+            self.cut = true;
+        }
+        Ok(())
+    }
+}
+
+pub use core::fmt::Write;
+
+/// An inet address and port as a bind saw it, printed `127.0.0.1:8000` or `[::1]:8000`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    V4([u8; 4], u16),
+    V6([u8; 16], u16),
+}
+
+impl Endpoint {
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::V4(_, p) | Endpoint::V6(_, p) => *p,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::V4(a, p) => write!(f, "{}:{p}", Ipv4Addr::from(*a)),
+            Endpoint::V6(a, p) => write!(f, "[{}]:{p}", Ipv6Addr::from(*a)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+
+    #[test]
+    fn prefix_and_newline() {
+        let mut l = Line::new(4242);
+        write!(
+            l,
+            "{} tcp: SO_REUSEADDR",
+            Endpoint::V4([127, 0, 0, 1], 8000)
+        )
+        .unwrap();
+        assert_eq!(
+            l.finish(),
+            b"libreuse[4242]: 127.0.0.1:8000 tcp: SO_REUSEADDR\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_is_bracketed_and_compressed() {
+        let mut a = [0u8; 16];
+        a[15] = 1;
+        assert_eq!(std::format!("{}", Endpoint::V6(a, 9)), "[::1]:9");
+    }
+
+    #[test]
+    fn long_lines_are_cut_not_overflowed() {
+        let mut l = Line::new(1);
+        for _ in 0..100 {
+            write!(l, "0123456789").unwrap();
+        }
+        let out = l.finish();
+        assert_eq!(out.len(), LINE_MAX);
+        assert!(out.ends_with(b"...\n"));
+    }
+}

@@ -1,0 +1,474 @@
+//! After a bind to an allowed port failed with EADDRINUSE: wait the holder out
+//! (`REUSE_WAIT_MS`), optionally stop an orphan of the same program (`REUSE_TAKEOVER`), and
+//! say in one line who holds the port, so nobody needs lsof.
+//!
+//! Everything here runs only on that failure path (or, for SO_REUSEPORT sharing, once after
+//! a bind that asked for it). It reads the kernel's socket tables and the process table with
+//! raw system calls into stack buffers: still no allocation, no lock, no stdio.
+
+use core::ffi::CStr;
+
+use libc::{c_int, c_long, sockaddr, socklen_t};
+use reuse_core::config::{Config, Level};
+use reuse_core::line::{Endpoint, Write};
+use reuse_core::proc_net::{self, PortSummary};
+
+use crate::{errno, real, report};
+
+/// Reads a file line by line through a fixed buffer; lines longer than it are skipped.
+fn for_each_line(path: &CStr, mut f: impl FnMut(&[u8])) -> bool {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    let mut have = 0usize;
+    // Bounded: the socket tables of a busy host run to a few MB at most.
+    for _ in 0..16384 {
+        // SAFETY: writes at most buf.len() - have bytes into buf[have..].
+        let n = unsafe { libc::read(fd, buf[have..].as_mut_ptr().cast(), buf.len() - have) };
+        if n <= 0 {
+            if have > 0 {
+                f(&buf[..have]);
+            }
+            break;
+        }
+        have += n as usize;
+        let mut start = 0;
+        while let Some(i) = buf[start..have].iter().position(|b| *b == b'\n') {
+            f(&buf[start..start + i]);
+            start += i + 1;
+        }
+        if start == 0 && have == buf.len() {
+            have = 0; // a line longer than the buffer: not one of ours
+        } else {
+            buf.copy_within(start..have, 0);
+            have -= start;
+        }
+    }
+    // SAFETY: fd is ours.
+    unsafe { real::close()(fd) };
+    true
+}
+
+/// Who and what stands on the port of `wanted`, from /proc/net/tcp and tcp6.
+pub fn summarize(wanted: &Endpoint) -> PortSummary {
+    let mut s = PortSummary::default();
+    for path in [c"/proc/net/tcp", c"/proc/net/tcp6"] {
+        for_each_line(path, |line| {
+            if let Some(e) = proc_net::parse_line(line) {
+                s.add(&e, wanted);
+            }
+        });
+    }
+    s
+}
+
+/// A process found holding a socket.
+pub struct Owner {
+    pub pid: i32,
+    pub comm: [u8; 16],
+    pub comm_len: usize,
+}
+
+impl Owner {
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(&self.comm[..self.comm_len]).unwrap_or("?")
+    }
+}
+
+/// Writes `parts` into `buf` as one NUL-terminated path.
+fn path<'a>(buf: &'a mut [u8; 64], parts: &[&[u8]]) -> &'a CStr {
+    let mut n = 0;
+    for p in parts {
+        let k = p.len().min(buf.len() - 1 - n);
+        buf[n..n + k].copy_from_slice(&p[..k]);
+        n += k;
+    }
+    buf[n] = 0;
+    CStr::from_bytes_until_nul(&buf[..=n]).unwrap_or(c"/")
+}
+
+fn itoa(mut v: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &out[i..]
+}
+
+/// Calls `f` with each numeric entry of a /proc directory, through getdents64.
+fn for_each_number(dir: &CStr, mut f: impl FnMut(u64) -> bool) {
+    // SAFETY: dir is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    'outer: for _ in 0..4096 {
+        // SAFETY: the kernel writes at most buf.len() bytes of dirent64 records.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd as c_long,
+                buf.as_mut_ptr(),
+                buf.len() as c_long,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 || off + reclen > n as usize {
+                break;
+            }
+            let name = &buf[off + 19..off + reclen];
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+            if !name.is_empty() && name.iter().all(u8::is_ascii_digit) {
+                let v = name.iter().fold(0u64, |a, d| {
+                    a.wrapping_mul(10).wrapping_add((d - b'0') as u64)
+                });
+                if !f(v) {
+                    break 'outer;
+                }
+            }
+            off += reclen;
+        }
+    }
+    // SAFETY: fd is ours.
+    unsafe { real::close()(fd) };
+}
+
+fn read_comm(pid: &[u8], out: &mut Owner) {
+    let mut pb = [0u8; 64];
+    let p = path(&mut pb, &[b"/proc/", pid, b"/comm"]);
+    for_each_line(p, |line| {
+        let k = line.len().min(16);
+        out.comm[..k].copy_from_slice(&line[..k]);
+        out.comm_len = k;
+    });
+}
+
+/// The process (other than this one, when `skip_self`) that holds socket `inode`. Scans at
+/// most 32768 processes and 65536 descriptors each; /proc of other users' processes is
+/// unreadable without privilege, which leaves those holders unnamed.
+pub fn owner_of(inode: u64, skip_self: bool) -> Option<Owner> {
+    let mut want = [0u8; 40];
+    let mut ib = [0u8; 20];
+    let digits = itoa(inode, &mut ib);
+    let wl = {
+        let mut n = 0;
+        for part in [&b"socket:["[..], digits, b"]"] {
+            want[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        n
+    };
+    let me = report::pid() as u64;
+    let mut found: Option<Owner> = None;
+    let mut procs = 0;
+    for_each_number(c"/proc", |pid| {
+        procs += 1;
+        if skip_self && pid == me {
+            return procs < 32768;
+        }
+        let mut pb = [0u8; 20];
+        let pid_s = itoa(pid, &mut pb);
+        let mut db = [0u8; 64];
+        let dir = path(&mut db, &[b"/proc/", pid_s, b"/fd"]);
+        let mut fds = 0;
+        for_each_number(dir, |fd| {
+            fds += 1;
+            let mut fb = [0u8; 20];
+            let mut lb = [0u8; 64];
+            let link = path(&mut lb, &[b"/proc/", pid_s, b"/fd/", itoa(fd, &mut fb)]);
+            let mut target = [0u8; 40];
+            // SAFETY: link is NUL-terminated; target has room for what we ask.
+            let n =
+                unsafe { libc::readlink(link.as_ptr(), target.as_mut_ptr().cast(), target.len()) };
+            if n as usize == wl && target[..wl] == want[..wl] {
+                let mut o = Owner {
+                    pid: pid as i32,
+                    comm: [0; 16],
+                    comm_len: 0,
+                };
+                read_comm(pid_s, &mut o);
+                found = Some(o);
+                return false;
+            }
+            fds < 65536
+        });
+        found.is_none() && procs < 32768
+    });
+    found
+}
+
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as _,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    };
+    // SAFETY: plain sleep; an interrupting signal only shortens it.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
+/// Retries the bind until it succeeds, fails otherwise, or `wait_ms` has passed: 2 ms at
+/// first, doubling to 100 ms, so a holder that lets go is noticed quickly without spinning.
+fn retry(fd: c_int, addr: *const sockaddr, len: socklen_t, wait_ms: u64) -> (c_int, c_int) {
+    let deadline = monotonic_ms() + wait_ms;
+    let mut pause = 2u64;
+    let mut last = (-1, libc::EADDRINUSE);
+    while monotonic_ms() < deadline {
+        sleep_ms(pause.min(deadline.saturating_sub(monotonic_ms())).max(1));
+        pause = (pause * 2).min(100);
+        // SAFETY: the caller's own arguments, passed on unchanged.
+        let rc = unsafe { real::bind()(fd, addr, len) };
+        if rc == 0 {
+            return (0, 0);
+        }
+        last = (rc, errno::get());
+        if last.1 != libc::EADDRINUSE {
+            break;
+        }
+    }
+    last
+}
+
+fn exe_of(pid: &[u8], out: &mut [u8; 256]) -> usize {
+    let mut pb = [0u8; 64];
+    let p = path(&mut pb, &[b"/proc/", pid, b"/exe"]);
+    // SAFETY: out has room for what we ask.
+    let n = unsafe { libc::readlink(p.as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    if n > 0 && (n as usize) < out.len() {
+        n as usize
+    } else {
+        0
+    }
+}
+
+/// Whether `pid` runs the same executable as this process (and can be signalled by it,
+/// which the kernel checks: same user, or privilege).
+fn same_program(pid: i32) -> bool {
+    let mut a = [0u8; 256];
+    let mut b = [0u8; 256];
+    let mut pb = [0u8; 20];
+    let na = exe_of(b"self", &mut a);
+    let nb = exe_of(itoa(pid as u64, &mut pb), &mut b);
+    na > 0 && na == nb && a[..na] == b[..nb]
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Stops `pid`: SIGTERM, then SIGKILL if it is still there after `grace_ms`.
+fn stop(pid: i32, grace_ms: u64) {
+    // SAFETY: plain signals to a process this one found holding its port.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = monotonic_ms() + grace_ms;
+    while alive(pid) && monotonic_ms() < deadline {
+        sleep_ms(10);
+    }
+    if alive(pid) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let deadline = monotonic_ms() + 1000;
+        while alive(pid) && monotonic_ms() < deadline {
+            sleep_ms(5);
+        }
+    }
+}
+
+/// With REUSE_TAKEOVER=1 and no REUSE_WAIT_MS, how long a stopped holder has to exit.
+const TAKEOVER_GRACE_MS: u64 = 3000;
+
+/// The bind failed with EADDRINUSE: wait, take over, explain. Returns the final result and
+/// errno of the bind, which the hook hands to the program.
+pub fn after_addrinuse(
+    cfg: &Config,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    ep: &Endpoint,
+    applied_addr: bool,
+) -> (c_int, c_int) {
+    let mut result = (-1, libc::EADDRINUSE);
+    if cfg.wait_ms > 0 {
+        result = retry(fd, addr, len, cfg.wait_ms as u64);
+        if result.0 == 0 {
+            report::at(Level::Info, |l| {
+                write!(l, "{ep}: bound after waiting for the port's holder")
+            });
+            return result;
+        }
+    }
+    if result.1 != libc::EADDRINUSE {
+        return result;
+    }
+    let summary = summarize(ep);
+    if cfg.takeover {
+        if let Some(r) = take_over(cfg, fd, addr, len, ep, &summary) {
+            return r;
+        }
+    }
+    if state_logs_warn() {
+        explain(ep, &summary, applied_addr, cfg.wait_ms);
+    }
+    result
+}
+
+fn state_logs_warn() -> bool {
+    crate::state::logs(Level::Warn)
+}
+
+fn take_over(
+    cfg: &Config,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    ep: &Endpoint,
+    s: &PortSummary,
+) -> Option<(c_int, c_int)> {
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    for &(inode, uid) in s.listener_inodes() {
+        let Some(owner) = owner_of(inode, true) else {
+            continue;
+        };
+        if uid != me || !same_program(owner.pid) {
+            report::at(Level::Warn, |l| {
+                write!(
+                    l,
+                    "{ep}: not taking over from PID {} ({}): {}",
+                    owner.pid,
+                    owner.name(),
+                    if uid != me {
+                        "another user's process"
+                    } else {
+                        "another program"
+                    }
+                )
+            });
+            continue;
+        }
+        report::at(Level::Warn, |l| {
+            write!(
+                l,
+                "{ep}: taking over: stopping PID {} ({}), an earlier instance of this program still listening (REUSE_TAKEOVER=1)",
+                owner.pid,
+                owner.name()
+            )
+        });
+        let grace = if cfg.wait_ms > 0 {
+            cfg.wait_ms as u64
+        } else {
+            TAKEOVER_GRACE_MS
+        };
+        stop(owner.pid, grace);
+        let r = retry(fd, addr, len, grace.max(500));
+        if r.0 == 0 {
+            report::at(Level::Info, |l| write!(l, "{ep}: bound after taking over"));
+        }
+        return Some(r);
+    }
+    None
+}
+
+fn explain(ep: &Endpoint, s: &PortSummary, applied_addr: bool, wait_ms: u32) {
+    let waited = |l: &mut reuse_core::line::Line| -> core::fmt::Result {
+        if wait_ms > 0 {
+            write!(l, " after waiting {wait_ms} ms")?;
+        }
+        Ok(())
+    };
+    if let Some(&(inode, uid)) = s.listener_inodes().first() {
+        let owner = owner_of(inode, false);
+        report::at(Level::Warn, |l| {
+            write!(l, "{ep}: bind failed (EADDRINUSE)")?;
+            waited(l)?;
+            match &owner {
+                Some(o) => write!(
+                    l,
+                    ": PID {} ({}, uid {uid}) is listening on this port; stop it, or run with REUSE_WAIT_MS to wait for it",
+                    o.pid,
+                    o.name()
+                ),
+                None => write!(
+                    l,
+                    ": a live listener (uid {uid}, process not visible to this user) holds this port"
+                ),
+            }
+        });
+    } else if s.time_wait > 0 && applied_addr {
+        report::at(Level::Warn, |l| {
+            write!(l, "{ep}: bind failed (EADDRINUSE)")?;
+            waited(l)?;
+            write!(
+                l,
+                ": only {} TIME_WAIT socket(s) left, from an instance that ran without SO_REUSEADDR (Linux lets a bind pass TIME_WAIT only when both sides set it; run every instance under reuse); they expire in {} s",
+                s.time_wait,
+                s.time_wait_seconds()
+            )
+        });
+    } else if s.time_wait > 0 {
+        report::at(Level::Warn, |l| {
+            write!(l, "{ep}: bind failed (EADDRINUSE)")?;
+            waited(l)?;
+            write!(
+                l,
+                ": {} TIME_WAIT socket(s) on this port, expiring in {} s; REUSE_OPTIONS has no addr, so this bind could not pass them",
+                s.time_wait,
+                s.time_wait_seconds()
+            )
+        });
+    } else {
+        report::at(Level::Warn, |l| {
+            write!(l, "{ep}: bind failed (EADDRINUSE)")?;
+            waited(l)?;
+            write!(l, ": no listener or TIME_WAIT socket found on this port (another socket bound but not listening, or a UDP socket)")
+        });
+    }
+}
+
+/// After a bind that set SO_REUSEPORT: if a live listener of another process is on the port,
+/// the two now split its connections, and the user should know.
+pub fn announce_sharing(ep: &Endpoint) {
+    let s = summarize(ep);
+    for &(inode, _) in s.listener_inodes() {
+        if let Some(o) = owner_of(inode, true) {
+            report::at(Level::Warn, |l| {
+                write!(
+                    l,
+                    "{ep}: SO_REUSEPORT: now sharing this port with PID {} ({}); connections are split between the two",
+                    o.pid,
+                    o.name()
+                )
+            });
+            return;
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! libreuse: loaded into a program with `LD_PRELOAD` (`DYLD_INSERT_LIBRARIES` on macOS), it
+//! sets SO_REUSEADDR (and, when asked, SO_REUSEPORT and SO_LINGER) on the program's
+//! listening sockets just before their `bind()`, so a restarted server can bind its port at
+//! once instead of failing with EADDRINUSE while TIME_WAIT sockets are left.
+//!
+//! Layout: `hooks` is the whole FFI edge; `real` holds the resolved libc symbols that every
+//! internal call goes through; `state` is the configuration read once at load; `socket_kinds`
+//! remembers what `socket()` created; `report` writes stderr lines; `holder` explains and
+//! waits out a failed bind. Every decision is a pure function of `reuse-core`.
+//!
+//! The library is `no_std` with `panic = "abort"`: no unwinder, no allocator, no libgcc_s,
+//! and a few kilobytes to map into every process that inherits the environment.
+#![cfg_attr(not(test), no_std)]
+
+mod errno;
+mod holder;
+mod hooks;
+mod real;
+mod report;
+mod socket_kinds;
+mod state;
+
+/// Nothing in the library panics by design (no indexing out of range, no unwrap on data from
+/// outside); if it ever did, aborting is the only safe thing: unwinding through a host's C
+/// frames is undefined behaviour.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    unsafe { libc::abort() }
+}

@@ -1,0 +1,117 @@
+//! The real libc functions behind the hooks, bound once in one place.
+//!
+//! Every call the library makes to a function it also exports goes through these pointers,
+//! never through the public name: inside a preloaded object the public name resolves back to
+//! the hook itself. On ELF systems the next definition is found with `dlsym(RTLD_NEXT)`, so
+//! another interposer loaded after this one still sees the call. On macOS the hooks are
+//! installed through dyld's interpose table, which does not apply to the interposing image
+//! itself, so the libc names already are the real functions there.
+
+use libc::{c_int, c_uint, sockaddr, socklen_t};
+
+pub type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+pub type BindFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+pub type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+#[allow(dead_code)]
+pub type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
+
+#[cfg(not(target_vendor = "apple"))]
+mod elf {
+    use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Resolves `name` (NUL-terminated) in the objects loaded after this one. 0 if none has it.
+    fn next(name: &[u8]) -> usize {
+        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) as usize }
+    }
+
+    macro_rules! real {
+        ($get:ident, $slot:ident, $name:literal, $ty:ty, $fallback:path) => {
+            static $slot: AtomicUsize = AtomicUsize::new(0);
+
+            /// The real function; resolved at load, or here on a first call that came
+            /// before the library's constructor (another library's constructor binding).
+            #[inline]
+            pub fn $get() -> $ty {
+                let mut p = $slot.load(Ordering::Relaxed);
+                if p == 0 {
+                    p = next(concat!($name, "\0").as_bytes());
+                    if p == 0 {
+                        // No libc defines it after us (a static or odd process): the
+                        // system call itself still does the job, without our hook.
+                        p = $fallback as $ty as usize;
+                    }
+                    $slot.store(p, Ordering::Relaxed);
+                }
+                // SAFETY: p is the address of a function of this exact C signature.
+                unsafe { core::mem::transmute::<usize, $ty>(p) }
+            }
+        };
+    }
+
+    real!(socket, SOCKET, "socket", SocketFn, fallback::socket);
+    real!(bind, BIND, "bind", BindFn, fallback::bind);
+    real!(close, CLOSE, "close", CloseFn, fallback::close);
+    real!(dup2, DUP2, "dup2", Dup2Fn, fallback::dup2);
+    real!(dup3, DUP3, "dup3", Dup3Fn, fallback::dup3);
+
+    /// Binds every symbol now, from the constructor, so that no hook resolves on a hot path.
+    pub fn resolve_all() {
+        let _ = (socket(), bind(), close(), dup2(), dup3());
+    }
+
+    mod fallback {
+        use super::*;
+        use libc::{c_long, syscall, SYS_bind, SYS_close, SYS_dup3, SYS_socket};
+
+        pub unsafe extern "C" fn socket(d: c_int, t: c_int, p: c_int) -> c_int {
+            syscall(SYS_socket, d as c_long, t as c_long, p as c_long) as c_int
+        }
+        pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
+            syscall(SYS_bind, fd as c_long, a, l as c_long) as c_int
+        }
+        pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+            syscall(SYS_close, fd as c_long) as c_int
+        }
+        pub unsafe extern "C" fn dup3(a: c_int, b: c_int, f: c_int) -> c_int {
+            syscall(SYS_dup3, a as c_long, b as c_long, f as c_long) as c_int
+        }
+        /// dup2 through dup3 (some architectures have no dup2 system call); dup3 refuses
+        /// equal descriptors, where dup2 only checks that the descriptor is open.
+        pub unsafe extern "C" fn dup2(a: c_int, b: c_int) -> c_int {
+            if a == b {
+                if libc::fcntl(a, libc::F_GETFD) < 0 {
+                    return -1;
+                }
+                return b;
+            }
+            dup3(a, b, 0)
+        }
+    }
+}
+
+#[cfg(not(target_vendor = "apple"))]
+pub use elf::*;
+
+#[cfg(target_vendor = "apple")]
+mod macho {
+    use super::*;
+    pub fn socket() -> SocketFn {
+        libc::socket
+    }
+    pub fn bind() -> BindFn {
+        libc::bind
+    }
+    pub fn close() -> CloseFn {
+        libc::close
+    }
+    pub fn dup2() -> Dup2Fn {
+        libc::dup2
+    }
+    pub fn resolve_all() {}
+}
+
+#[cfg(target_vendor = "apple")]
+pub use macho::*;

@@ -1,0 +1,83 @@
+//! Lines on stderr, `libreuse[PID]: ...`, one `write(2)` each, at the level REUSE_LOG asks.
+//!
+//! A line is built in a stack buffer (no allocation) and written with the raw `write`,
+//! whose result is ignored: a host with a closed stderr must not be disturbed. Callers keep
+//! errno around these calls.
+
+use reuse_core::config::{write_escaped, ConfigError, Level, Options};
+use reuse_core::decision::{LeaveReason, Transport};
+use reuse_core::line::{Endpoint, Line, Write};
+
+use crate::state;
+
+pub fn pid() -> i32 {
+    unsafe { libc::getpid() }
+}
+
+fn emit(line: &mut Line) {
+    let bytes = line.finish();
+    // SAFETY: bytes is a valid buffer of that length.
+    unsafe {
+        libc::write(2, bytes.as_ptr().cast(), bytes.len());
+    }
+}
+
+/// Builds and writes one line if `at` is enabled.
+pub fn at(at: Level, build: impl FnOnce(&mut Line) -> core::fmt::Result) {
+    if state::logs(at) {
+        let mut line = Line::new(pid());
+        let _ = build(&mut line);
+        emit(&mut line);
+    }
+}
+
+pub fn config_error(e: &ConfigError<'_>) {
+    at(Level::Error, |l| {
+        write!(l, "invalid {}: {} in \"", e.var, e.why)?;
+        write_escaped(l, e.part)?;
+        write!(l, "\"; libreuse changes nothing in this process")
+    });
+}
+
+pub fn applied(ep: &Endpoint, t: Transport, o: &Options) {
+    at(Level::Info, |l| {
+        write!(l, "{ep} {}: ", t.name())?;
+        write_options(l, o)
+    });
+}
+
+pub fn write_options(l: &mut Line, o: &Options) -> core::fmt::Result {
+    let mut sep = "";
+    if o.addr {
+        l.write_str("SO_REUSEADDR")?;
+        sep = ", ";
+    }
+    if o.port {
+        write!(l, "{sep}SO_REUSEPORT")?;
+        sep = ", ";
+    }
+    if let Some(s) = o.linger {
+        write!(l, "{sep}SO_LINGER {s}s")?;
+    }
+    Ok(())
+}
+
+pub fn left(ep: &Endpoint, t: Option<Transport>, why: LeaveReason) {
+    at(Level::Debug, |l| {
+        write!(
+            l,
+            "{ep} {}: left alone, {}",
+            t.map_or("?", Transport::name),
+            why.text()
+        )
+    });
+}
+
+pub fn option_failed(ep: &Endpoint, name: &str, errno: i32) {
+    at(Level::Warn, |l| {
+        write!(
+            l,
+            "{ep}: setting {name} failed (errno {errno}); binding without it"
+        )
+    });
+}
