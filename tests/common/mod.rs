@@ -1,0 +1,302 @@
+//! What every integration test needs: the freshly built library and command, free loopback
+//! ports, real child processes that are always reaped, and the kernel's socket table.
+//!
+//! The library under test is the one `cargo build --release` (or the profile the tests were
+//! built with) wrote next to the test binary's folder; nothing is mocked.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use reuse_core::proc_net;
+
+/// target/<profile>/, found from the test binary in target/<profile>/deps/.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn lib_path() -> PathBuf {
+    let name = if cfg!(target_vendor = "apple") { "libreuse.dylib" } else { "libreuse.so" };
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it first with `cargo build --release` (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+pub fn reuse_bin() -> PathBuf {
+    let p = target_dir().join("reuse");
+    assert!(p.exists(), "{} is missing: run `cargo build --release` first", p.display());
+    p
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The path of `tool` on PATH. Missing: a failure under CI=true, else None after a message
+/// saying what to install (the test then returns early).
+pub fn require(tool: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(!in_ci(), "{tool} is required under CI=true: {install}");
+        eprintln!("SKIP: {tool} not found; install it with: {install}");
+    }
+    found
+}
+
+/// The real Python interpreter (not a pyenv shim script, whose extra processes would each
+/// load the library and add noise).
+pub fn python() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 must be installed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A loopback TCP port below the ephemeral range (so no client connection takes it while a
+/// server is down), bindable now, with no socket of any state on it, on v4 and v6.
+pub fn free_port() -> u16 {
+    let base = 20000 + (std::process::id() % 400) as u16 * 30;
+    for _ in 0..2000 {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = base.wrapping_add(n.wrapping_mul(7)) % 12000 + 20000;
+        if sockets_on_port(port).is_empty()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port found in 20000-32000");
+}
+
+/// Every TCP socket on `port` (v4 and v6), from the kernel's tables.
+pub fn sockets_on_port(port: u16) -> Vec<proc_net::TcpEntry> {
+    let mut v = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read(f).unwrap_or_default();
+        for line in text.split(|b| *b == b'\n') {
+            if let Some(e) = proc_net::parse_line(line) {
+                if e.local.port() == port {
+                    v.push(e);
+                }
+            }
+        }
+    }
+    v
+}
+
+pub fn time_wait_count(port: u16) -> usize {
+    sockets_on_port(port)
+        .iter()
+        .filter(|e| e.state == proc_net::TCP_TIME_WAIT)
+        .count()
+}
+
+pub fn listening(port: u16) -> bool {
+    sockets_on_port(port).iter().any(|e| e.state == proc_net::TCP_LISTEN)
+}
+
+/// A child process that is killed (its whole process group) and reaped when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Signals the process group the child leads (it and the children it started).
+    pub fn signal_group(&self, sig: i32) {
+        unsafe { libc::kill(-self.pid(), sig) };
+    }
+
+    /// Waits up to `timeout` for the exit; kills the group after that. True if it exited.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Stops it the way a supervisor would (`sig`), and waits for it to be gone.
+    pub fn stop(&mut self, sig: i32) {
+        self.signal(sig);
+        if self.wait_exit(Duration::from_secs(10)).is_none() {
+            self.signal_group(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+
+    pub fn stderr_text(mut self) -> String {
+        self.signal_group(libc::SIGKILL);
+        let _ = self.child.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal_group(libc::SIGKILL);
+            let _ = self.child.wait();
+        } else {
+            // The leader is gone; children it left in its group may not be.
+            self.signal_group(libc::SIGKILL);
+        }
+    }
+}
+
+/// Starts `cmd` in a process group of its own (so its children can be killed with it),
+/// stdout discarded, stderr captured.
+pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.process_group(0);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    Proc { child, name: name.to_string() }
+}
+
+/// `cmd` with the library preloaded (or not), and the REUSE_* variables of the test's own
+/// environment removed so every test states what it uses.
+pub fn command(program: impl AsRef<std::ffi::OsStr>, preload: bool) -> Command {
+    let mut c = Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("REUSE_") || k == "LD_PRELOAD" {
+            c.env_remove(k);
+        }
+    }
+    if preload {
+        c.env(preload_var(), lib_path());
+    }
+    c
+}
+
+pub fn preload_var() -> &'static str {
+    if cfg!(target_vendor = "apple") { "DYLD_INSERT_LIBRARIES" } else { "LD_PRELOAD" }
+}
+
+/// Runs to completion with a time bound; panics if it does not end in time.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.process_group(0);
+    let mut child = cmd.spawn().expect("spawn");
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        if t0.elapsed() > timeout {
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "timed out after {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One HTTP/1.0 GET; the server closes first, which leaves TIME_WAIT on the server's port.
+pub fn http_get(host: &str, port: u16) -> std::io::Result<String> {
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .expect("address");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Polls until a GET is answered or `timeout` passes; the time it took if it was.
+pub fn wait_http(host: &str, port: u16, timeout: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if let Ok(r) = http_get(host, port) {
+            if !r.is_empty() {
+                return Some(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Polls until `port` has a listener or `timeout` passes.
+pub fn wait_listening(port: u16, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if listening(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// Asks `n` requests so the server closes `n` connections first, then checks the kernel
+/// really holds TIME_WAIT sockets on the port (the condition every restart test is about).
+pub fn leave_time_wait(host: &str, port: u16, n: usize) {
+    for _ in 0..n {
+        http_get(host, port).expect("request to the running server");
+    }
+    let t0 = Instant::now();
+    while time_wait_count(port) == 0 && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(time_wait_count(port) > 0, "no TIME_WAIT socket on port {port} after {n} requests");
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds a C file from the repo with cc into a temporary folder; None (skip) without cc.
+pub fn build_c(src: &str, out_name: &str, compiler: &str) -> Option<PathBuf> {
+    let cc = require(compiler, "apt-get install gcc (or musl-tools for musl-gcc)")?;
+    let dir = std::env::temp_dir().join(format!("reuse-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(out_name);
+    let status = Command::new(cc)
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&out)
+        .arg(repo_root().join(src))
+        .arg("-lpthread")
+        .status()
+        .expect("cc");
+    assert!(status.success(), "building {src} failed");
+    Some(out)
+}
