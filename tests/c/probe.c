@@ -1,0 +1,178 @@
+/* A small C program the library tests run under LD_PRELOAD: it makes the libc calls a
+ * server makes and prints what the kernel then says about its sockets.
+ *
+ *   probe bind 4|6 tcp|udp ADDR PORT   socket+bind, print rc, errno and the options
+ *   probe unix PATH                    bind a Unix socket, print its SO_REUSEADDR
+ *   probe serve 4|6 ADDR PORT          a legacy server: no SO_REUSEADDR, answers HTTP/1.0
+ *                                      and closes first, until killed
+ *   probe threads N PORT0              N threads bind PORT0+i at once; print the failures
+ *   probe dup2 PORT                    a UDP socket dup2()ed over a closed TCP slot, bound
+ *   probe listen 4 ADDR PORT           bind+listen and wait to be killed
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int make_addr(int fam, const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
+    memset(ss, 0, sizeof *ss);
+    if (fam == 4) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return -1;
+        *len = sizeof *a;
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) return -1;
+        *len = sizeof *a;
+    }
+    return 0;
+}
+
+static int opt(int fd, int name) {
+    int v = -1;
+    socklen_t l = sizeof v;
+    getsockopt(fd, SOL_SOCKET, name, &v, &l);
+    return v;
+}
+
+static void print_opts(int fd) {
+    struct linger lg = {0, 0};
+    socklen_t l = sizeof lg;
+    getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l);
+    printf("reuseaddr=%d reuseport=%d linger=%d,%d\n", opt(fd, SO_REUSEADDR) != 0,
+           opt(fd, SO_REUSEPORT) != 0, lg.l_onoff != 0, lg.l_linger);
+}
+
+static int do_bind(int fam, const char *proto, const char *host, int port) {
+    int type = strcmp(proto, "udp") == 0 ? SOCK_DGRAM : SOCK_STREAM;
+    int fd = socket(fam == 4 ? AF_INET : AF_INET6, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) { perror("socket"); return 2; }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (make_addr(fam, host, port, &ss, &len)) { fprintf(stderr, "bad address\n"); return 2; }
+    /* errno must come back as the kernel left it: untouched by a successful bind. */
+    errno = 4242;
+    int rc = bind(fd, (struct sockaddr *)&ss, len);
+    int e = errno;
+    printf("rc=%d errno=%d ", rc, e);
+    print_opts(fd);
+    close(fd);
+    return 0;
+}
+
+static int do_unix(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {0};
+    a.sun_family = AF_UNIX;
+    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+    unlink(path);
+    int rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+    printf("rc=%d ", rc);
+    print_opts(fd);
+    close(fd);
+    unlink(path);
+    return 0;
+}
+
+static int do_serve(int fam, const char *host, int port, int listen_only) {
+    signal(SIGPIPE, SIG_IGN);
+    int fd = socket(fam == 4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (make_addr(fam, host, port, &ss, &len)) return 2;
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        fprintf(stderr, "bind: %s (errno %d)\n", strerror(errno), errno);
+        return 98;
+    }
+    if (listen(fd, 64) != 0) { perror("listen"); return 3; }
+    printf("ready\n");
+    fflush(stdout);
+    if (listen_only) for (;;) pause();
+    for (;;) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        char buf[1024];
+        (void)read(c, buf, sizeof buf);
+        const char *r = "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+        (void)write(c, r, strlen(r));
+        close(c); /* the server closes first: TIME_WAIT stays on its port */
+    }
+}
+
+struct job { int port; int failed; int reuse; };
+
+static void *bind_one(void *p) {
+    struct job *j = p;
+    for (int round = 0; round < 50; round++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(j->port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) j->failed++;
+        if (opt(fd, SO_REUSEADDR) == 0) j->reuse = 0;
+        close(fd);
+    }
+    return NULL;
+}
+
+static int do_threads(int n, int port0) {
+    pthread_t t[256];
+    struct job j[256];
+    if (n > 256) n = 256;
+    for (int i = 0; i < n; i++) {
+        j[i] = (struct job){port0 + i, 0, 1};
+        pthread_create(&t[i], NULL, bind_one, &j[i]);
+    }
+    int failed = 0, without = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+        failed += j[i].failed;
+        without += !j[i].reuse;
+    }
+    printf("threads=%d failed=%d without_reuseaddr=%d\n", n, failed, without);
+    return 0;
+}
+
+/* A UDP socket moved by dup2() onto a descriptor number a TCP socket used to have: the
+ * library must see it as UDP (and leave it alone by default). */
+static int do_dup2(int port) {
+    int tcp = socket(AF_INET, SOCK_STREAM, 0);
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    close(tcp);
+    if (dup2(udp, tcp) != tcp) { perror("dup2"); return 2; }
+    close(udp);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    make_addr(4, "127.0.0.1", port, &ss, &len);
+    int rc = bind(tcp, (struct sockaddr *)&ss, len);
+    printf("rc=%d ", rc);
+    print_opts(tcp);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 6 && strcmp(argv[1], "bind") == 0)
+        return do_bind(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]));
+    if (argc >= 3 && strcmp(argv[1], "unix") == 0) return do_unix(argv[2]);
+    if (argc >= 5 && strcmp(argv[1], "serve") == 0)
+        return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 0);
+    if (argc >= 5 && strcmp(argv[1], "listen") == 0)
+        return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 1);
+    if (argc >= 4 && strcmp(argv[1], "threads") == 0) return do_threads(atoi(argv[2]), atoi(argv[3]));
+    if (argc >= 3 && strcmp(argv[1], "dup2") == 0) return do_dup2(atoi(argv[2]));
+    fprintf(stderr, "usage: see the comment at the top of probe.c\n");
+    return 2;
+}

@@ -1,0 +1,414 @@
+//! libreuse.so preloaded into real processes: restarts through TIME_WAIT, the options each
+//! configuration sets, what is never touched, errno, invalid configuration, threads.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+
+fn probe() -> Option<PathBuf> {
+    static PROBE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| build_c("tests/c/probe.c", "probe", "cc"))
+        .clone()
+}
+
+/// Runs the probe with `env` (and the library when `preload`); stdout and stderr.
+fn run_probe(preload: bool, env: &[(&str, &str)], args: &[&str]) -> (String, String) {
+    let mut c = command(probe().unwrap(), preload);
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = run(&mut c, Duration::from_secs(20));
+    assert!(out.status.success(), "probe {args:?} failed: {out:?}");
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn bind_opts(preload: bool, env: &[(&str, &str)], fam: &str, proto: &str, port: u16) -> String {
+    let host = if fam == "4" { "127.0.0.1" } else { "::1" };
+    run_probe(preload, env, &["bind", fam, proto, host, &port.to_string()]).0
+}
+
+/// A Python `socketserver.TCPServer`, whose default leaves SO_REUSEADDR off.
+fn start_socketserver(preload: bool, port: u16, env: &[(&str, &str)]) -> Proc {
+    let code = "import socketserver,sys\n\
+        class H(socketserver.BaseRequestHandler):\n\
+        \x20   def handle(self):\n\
+        \x20       self.request.recv(1024)\n\
+        \x20       self.request.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nok\\n')\n\
+        socketserver.TCPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n";
+    let mut c = command(python(), preload);
+    c.args(["-c", code, &port.to_string()]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    spawn("socketserver", &mut c)
+}
+
+/// Starts a server, leaves TIME_WAIT sockets on its port, kills it with `sig`, starts it
+/// again at once. Returns whether the second instance answered, and its stderr.
+fn restart_cycle(
+    port: u16,
+    first_preload: bool,
+    second_preload: bool,
+    sig: i32,
+    start: &dyn Fn(bool, u16) -> Proc,
+) -> (bool, String) {
+    let mut first = start(first_preload, port);
+    assert!(
+        wait_http("127.0.0.1", port, Duration::from_secs(10)).is_some(),
+        "first instance never answered"
+    );
+    leave_time_wait("127.0.0.1", port, 3);
+    first.stop(sig);
+    assert!(
+        time_wait_count(port) > 0,
+        "TIME_WAIT gone before the restart"
+    );
+    let mut second = start(second_preload, port);
+    let answered = wait_http("127.0.0.1", port, Duration::from_secs(4)).is_some();
+    let exited = second.wait_exit(Duration::from_millis(10)).is_some();
+    assert!(answered != exited || !answered, "answered yet exited");
+    (answered, second.stderr_text())
+}
+
+#[test]
+fn python_socketserver_restarts_through_time_wait_only_with_the_library_in_both_instances() {
+    let start = |pre: bool, port: u16| start_socketserver(pre, port, &[("REUSE_LOG", "warn")]);
+
+    let (ok, err) = restart_cycle(free_port(), false, false, libc::SIGTERM, &start);
+    assert!(!ok, "control: the restart without the library should fail");
+    assert!(
+        err.contains("Address already in use"),
+        "control stderr: {err}"
+    );
+
+    let (ok, err) = restart_cycle(free_port(), true, true, libc::SIGTERM, &start);
+    assert!(
+        ok,
+        "with the library in both instances the restart must work: {err}"
+    );
+    assert!(!err.contains("libreuse["), "no warning expected: {err}");
+
+    // The kernel rule: the TIME_WAIT sockets of an instance without SO_REUSEADDR block even
+    // a socket that has it, and the library says so.
+    let (ok, err) = restart_cycle(free_port(), false, true, libc::SIGKILL, &start);
+    assert!(
+        !ok,
+        "only the new instance under the library: the kernel refuses"
+    );
+    assert!(
+        err.contains("TIME_WAIT") && err.contains("without SO_REUSEADDR"),
+        "the diagnosis must name the cause: {err}"
+    );
+}
+
+#[test]
+fn legacy_c_server_restarts_after_sigkill() {
+    let Some(p) = probe() else { return };
+    let start = |pre: bool, port: u16| {
+        let mut c = command(&p, pre);
+        c.args(["serve", "4", "127.0.0.1", &port.to_string()]);
+        spawn("probe-serve", &mut c)
+    };
+    let (ok, err) = restart_cycle(free_port(), false, false, libc::SIGKILL, &start);
+    assert!(
+        !ok && err.contains("errno 98"),
+        "control must fail with EADDRINUSE: {err}"
+    );
+    let (ok, err) = restart_cycle(free_port(), true, true, libc::SIGKILL, &start);
+    assert!(ok, "under the library the C server must come back: {err}");
+}
+
+#[test]
+fn ipv6_server_restarts_too() {
+    let Some(p) = probe() else { return };
+    let port = free_port();
+    let start = |pre: bool| {
+        let mut c = command(&p, pre);
+        c.args(["serve", "6", "::1", &port.to_string()]);
+        spawn("probe-serve6", &mut c)
+    };
+    let mut first = start(true);
+    assert!(wait_http("::1", port, Duration::from_secs(10)).is_some());
+    leave_time_wait("::1", port, 3);
+    first.stop(libc::SIGKILL);
+    let _second = start(true);
+    assert!(wait_http("::1", port, Duration::from_secs(4)).is_some());
+}
+
+#[test]
+fn options_follow_the_configuration() {
+    if probe().is_none() {
+        return;
+    }
+    let p = free_port();
+    let ps = p.to_string();
+    let other = free_port();
+    let range = format!("{}-{}", p - 1, p + 1);
+    let list = format!("1,{ps},65535");
+    let none = "reuseaddr=0 reuseport=0 linger=0,0";
+    let addr = "reuseaddr=1 reuseport=0 linger=0,0";
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<(&str, &str)>, &str, &str, u16, &str)> = vec![
+        (vec![], "4", "tcp", p, addr),
+        (vec![], "6", "tcp", p, addr),
+        (vec![], "4", "udp", p, none),
+        (vec![], "6", "udp", p, none),
+        (vec![], "4", "tcp", 0, none),
+        (vec![("REUSE_PORTS", "*")], "4", "tcp", p, addr),
+        (vec![("REUSE_PORTS", &ps)], "4", "tcp", p, addr),
+        (vec![("REUSE_PORTS", &ps)], "4", "tcp", other, none),
+        (vec![("REUSE_PORTS", &range)], "6", "tcp", p, addr),
+        (vec![("REUSE_PORTS", &list)], "4", "tcp", p, addr),
+        (vec![("REUSE_PORTS", &ps)], "4", "tcp", 0, none),
+        (vec![("REUSE_OPTIONS", "port")], "4", "tcp", p, "reuseaddr=0 reuseport=1 linger=0,0"),
+        (vec![("REUSE_OPTIONS", "addr,port")], "6", "tcp", p, "reuseaddr=1 reuseport=1 linger=0,0"),
+        (vec![("REUSE_OPTIONS", "linger=0")], "4", "tcp", p, "reuseaddr=0 reuseport=0 linger=1,0"),
+        (vec![("REUSE_OPTIONS", "addr,linger=7")], "4", "tcp", p, "reuseaddr=1 reuseport=0 linger=1,7"),
+        (vec![("REUSE_OPTIONS", "addr,port,linger=5")], "6", "tcp", p, "reuseaddr=1 reuseport=1 linger=1,5"),
+        (vec![("REUSE_PROTOCOLS", "tcp,udp")], "4", "udp", p, addr),
+        (vec![("REUSE_PROTOCOLS", "tcp,udp")], "6", "udp", p, addr),
+        (vec![("REUSE_PROTOCOLS", "tcp,udp"), ("REUSE_OPTIONS", "addr,port,linger=3")], "4", "udp", p, "reuseaddr=1 reuseport=1 linger=0,0"),
+        (vec![("REUSE_PROTOCOLS", "udp")], "4", "tcp", p, none),
+        (vec![("REUSE_PROTOCOLS", "tcp,udp"), ("REUSE_PORTS", &ps)], "4", "udp", other, none),
+    ];
+    for (env, fam, proto, port, want) in cases {
+        let got = bind_opts(true, &env, fam, proto, port);
+        assert!(
+            got.starts_with("rc=0 errno=4242 "),
+            "{env:?} {fam} {proto} {port}: {got}"
+        );
+        assert!(
+            got.ends_with(want),
+            "{env:?} {fam} {proto} {port}: got {got}, want {want}"
+        );
+    }
+    // Without the library nothing is set: the probe itself sets no option.
+    assert!(bind_opts(false, &[], "4", "tcp", p).ends_with(none));
+}
+
+#[test]
+fn unix_sockets_are_untouched() {
+    if probe().is_none() {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("reuse-unix-{}", std::process::id()));
+    let (out, _) = run_probe(
+        true,
+        &[("REUSE_LOG", "debug")],
+        &["unix", path.to_str().unwrap()],
+    );
+    assert_eq!(out, "rc=0 reuseaddr=0 reuseport=0 linger=0,0");
+}
+
+#[test]
+fn a_socket_moved_by_dup2_keeps_its_own_kind() {
+    if probe().is_none() {
+        return;
+    }
+    let (out, _) = run_probe(true, &[], &["dup2", &free_port().to_string()]);
+    assert_eq!(
+        out, "rc=0 reuseaddr=0 reuseport=0 linger=0,0",
+        "a UDP socket got TCP's options"
+    );
+}
+
+#[test]
+fn a_live_listener_is_never_masked() {
+    let Some(p) = probe() else { return };
+    let port = free_port();
+    let mut c = command(&p, true);
+    c.args(["listen", "4", "127.0.0.1", &port.to_string()]);
+    let _holder = spawn("listener", &mut c);
+    assert!(wait_listening(port, Duration::from_secs(5)));
+    for (fam, host) in [("4", "127.0.0.1"), ("4", "0.0.0.0"), ("6", "::")] {
+        let (out, err) = run_probe(true, &[], &["bind", fam, "tcp", host, &port.to_string()]);
+        assert!(out.starts_with("rc=-1 errno=98 "), "{host}: {out}");
+        assert!(err.contains("is listening on this port"), "{host}: {err}");
+    }
+}
+
+#[test]
+fn a_bind_that_fails_for_another_reason_keeps_its_errno() {
+    if probe().is_none() {
+        return;
+    }
+    // 192.0.2.1 (TEST-NET-1) is on no interface here: EADDRNOTAVAIL (99).
+    let port = free_port().to_string();
+    let (out, err) = run_probe(
+        true,
+        &[("REUSE_LOG", "debug")],
+        &["bind", "4", "tcp", "192.0.2.1", &port],
+    );
+    assert!(out.starts_with("rc=-1 errno=99 reuseaddr=1"), "{out}");
+    assert!(!err.contains("EADDRINUSE"), "{err}");
+    let (plain, _) = run_probe(false, &[], &["bind", "4", "tcp", "192.0.2.1", &port]);
+    assert!(plain.starts_with("rc=-1 errno=99 "), "{plain}");
+}
+
+#[test]
+fn invalid_configuration_changes_nothing_and_names_the_variable() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    let bad: &[(&str, &[&str])] = &[
+        (
+            "REUSE_PORTS",
+            &["", "0", "abc", "80,", "9000-8000", "70000", "*,80", " "],
+        ),
+        (
+            "REUSE_OPTIONS",
+            &["", "adr", "addr,addr", "linger", "linger=-1", "linger=x"],
+        ),
+        ("REUSE_PROTOCOLS", &["", "sctp", "tcp,tcp", "TCP"]),
+        ("REUSE_LOG", &["", "loud", "INFO"]),
+        ("REUSE_WAIT_MS", &["", "-1", "soon", "99999999999"]),
+        ("REUSE_TAKEOVER", &["", "yes", "2"]),
+    ];
+    for (var, values) in bad {
+        for v in *values {
+            let (out, err) = run_probe(
+                true,
+                &[(var, v)],
+                &["bind", "4", "tcp", "127.0.0.1", &port.to_string()],
+            );
+            assert_eq!(
+                out, "rc=0 errno=4242 reuseaddr=0 reuseport=0 linger=0,0",
+                "{var}={v:?}"
+            );
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 1, "{var}={v:?}: exactly one line, got {err:?}");
+            assert!(lines[0].starts_with("libreuse["), "{err}");
+            assert!(
+                lines[0].contains(&format!("invalid {var}")),
+                "{var}={v:?}: {err}"
+            );
+        }
+    }
+    // Non-UTF-8 and control bytes: reported escaped, the host still runs.
+    use std::os::unix::ffi::OsStrExt;
+    let mut c = command(probe().unwrap(), true);
+    c.env(
+        "REUSE_PORTS",
+        std::ffi::OsStr::from_bytes(b"80\xff\x1b[31m"),
+    );
+    c.args(["bind", "4", "tcp", "127.0.0.1", &port.to_string()]);
+    let out = run(&mut c, Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert!(err.contains("\\xff\\x1b[31m"), "{err}");
+}
+
+#[test]
+fn log_levels() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    let ps = port.to_string();
+    let (_, err) = run_probe(true, &[], &["bind", "4", "tcp", "127.0.0.1", &ps]);
+    assert_eq!(
+        err, "",
+        "warn (the default) is silent when nothing goes wrong"
+    );
+    let (_, err) = run_probe(
+        true,
+        &[("REUSE_LOG", "info")],
+        &["bind", "4", "tcp", "127.0.0.1", &ps],
+    );
+    let pid_prefix = err.split(':').next().unwrap();
+    assert!(
+        pid_prefix.starts_with("libreuse[") && pid_prefix.ends_with(']'),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(&format!(": 127.0.0.1:{port} tcp: SO_REUSEADDR\n")),
+        "{err}"
+    );
+    let (_, err) = run_probe(
+        true,
+        &[
+            ("REUSE_LOG", "info"),
+            ("REUSE_OPTIONS", "addr,port,linger=5"),
+        ],
+        &["bind", "6", "tcp", "::1", &ps],
+    );
+    assert!(
+        err.contains(&format!(
+            "[::1]:{port} tcp: SO_REUSEADDR, SO_REUSEPORT, SO_LINGER 5s"
+        )),
+        "{err}"
+    );
+    let (_, err) = run_probe(
+        true,
+        &[("REUSE_LOG", "debug")],
+        &["bind", "4", "udp", "127.0.0.1", &ps],
+    );
+    assert!(
+        err.contains("udp: left alone, protocol not in REUSE_PROTOCOLS"),
+        "{err}"
+    );
+    let (_, err) = run_probe(
+        true,
+        &[("REUSE_LOG", "info")],
+        &["bind", "4", "udp", "127.0.0.1", &ps],
+    );
+    assert_eq!(err, "", "info does not list what was left alone");
+    let (_, err) = run_probe(
+        true,
+        &[("REUSE_LOG", "off"), ("REUSE_PORTS", "0")],
+        &["bind", "4", "tcp", "127.0.0.1", &ps],
+    );
+    assert_eq!(err, "", "off is off");
+}
+
+#[test]
+fn thirty_two_threads_binding_at_once() {
+    if probe().is_none() {
+        return;
+    }
+    // 32 distinct free ports, consecutive, so each thread has its own.
+    let base = loop {
+        let b = free_port();
+        if (b..b + 32).all(|p| sockets_on_port(p).is_empty()) {
+            break b;
+        }
+    };
+    let (out, err) = run_probe(true, &[], &["threads", "32", &base.to_string()]);
+    assert_eq!(out, "threads=32 failed=0 without_reuseaddr=0", "{err}");
+}
+
+#[test]
+fn the_host_runs_normally_with_the_library_loaded() {
+    let out = run(
+        command("sh", true).args(["-c", "echo hello; ls / >/dev/null; exit 3"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // The library exports only the hooks, and depends on libc alone.
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(lib_path())
+        .output();
+    if let Ok(nm) = nm {
+        let text = String::from_utf8_lossy(&nm.stdout);
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["bind", "close", "dup2", "dup3", "socket"], "{text}");
+    }
+}
