@@ -157,8 +157,9 @@ fn options_follow_the_configuration() {
     let list = format!("1,{ps},65535");
     let none = "reuseaddr=0 reuseport=0 linger=0,0";
     let addr = "reuseaddr=1 reuseport=0 linger=0,0";
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str, u16, &'a str);
     #[rustfmt::skip]
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![], "4", "tcp", p, addr),
         (vec![], "6", "tcp", p, addr),
         (vec![], "4", "udp", p, none),
