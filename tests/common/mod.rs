@@ -18,11 +18,18 @@ use reuse_core::proc_net;
 /// target/<profile>/, found from the test binary in target/<profile>/deps/.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn lib_path() -> PathBuf {
-    let name = if cfg!(target_vendor = "apple") { "libreuse.dylib" } else { "libreuse.so" };
+    let name = if cfg!(target_vendor = "apple") {
+        "libreuse.dylib"
+    } else {
+        "libreuse.so"
+    };
     let p = target_dir().join(name);
     assert!(
         p.exists(),
@@ -34,7 +41,11 @@ pub fn lib_path() -> PathBuf {
 
 pub fn reuse_bin() -> PathBuf {
     let p = target_dir().join("reuse");
-    assert!(p.exists(), "{} is missing: run `cargo build --release` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release` first",
+        p.display()
+    );
     p
 }
 
@@ -110,7 +121,9 @@ pub fn time_wait_count(port: u16) -> usize {
 }
 
 pub fn listening(port: u16) -> bool {
-    sockets_on_port(port).iter().any(|e| e.state == proc_net::TCP_LISTEN)
+    sockets_on_port(port)
+        .iter()
+        .any(|e| e.state == proc_net::TCP_LISTEN)
 }
 
 /// A child process that is killed (its whole process group) and reaped when dropped.
@@ -180,10 +193,17 @@ impl Drop for Proc {
 /// Starts `cmd` in a process group of its own (so its children can be killed with it),
 /// stdout discarded, stderr captured.
 pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd.process_group(0);
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-    Proc { child, name: name.to_string() }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    Proc {
+        child,
+        name: name.to_string(),
+    }
 }
 
 /// `cmd` with the library preloaded (or not), and the REUSE_* variables of the test's own
@@ -202,12 +222,18 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>, preload: bool) -> Command {
 }
 
 pub fn preload_var() -> &'static str {
-    if cfg!(target_vendor = "apple") { "DYLD_INSERT_LIBRARIES" } else { "LD_PRELOAD" }
+    if cfg!(target_vendor = "apple") {
+        "DYLD_INSERT_LIBRARIES"
+    } else {
+        "LD_PRELOAD"
+    }
 }
 
 /// Runs to completion with a time bound; panics if it does not end in time.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.process_group(0);
     let mut child = cmd.spawn().expect("spawn");
     let t0 = Instant::now();
@@ -277,7 +303,10 @@ pub fn leave_time_wait(host: &str, port: u16, n: usize) {
     while time_wait_count(port) == 0 && t0.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(time_wait_count(port) > 0, "no TIME_WAIT socket on port {port} after {n} requests");
+    assert!(
+        time_wait_count(port) > 0,
+        "no TIME_WAIT socket on port {port} after {n} requests"
+    );
 }
 
 pub fn repo_root() -> PathBuf {
