@@ -1,1 +1,213 @@
-fn main() {}
+//! `reuse`: run an unmodified server under libreuse.so (`reuse run`), find the library
+//! (`reuse lib`), and say who holds a port (`reuse doctor`).
+
+mod doctor;
+mod lib_path;
+mod reach;
+mod run;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reuse_core::config;
+
+const OVERVIEW: &str = "\
+Lets an unmodified server restart on its port at once.
+
+`reuse run` puts libreuse.so in LD_PRELOAD and execs the server. The library sets SO_REUSEADDR
+(and whatever REUSE_OPTIONS asks) on the program's listening sockets just before bind(), so a
+restarted server binds at once instead of failing with EADDRINUSE while TIME_WAIT sockets of
+its previous run are left. Linux lets a bind pass TIME_WAIT only when the old and the new
+socket both had SO_REUSEADDR: run every instance under reuse.";
+
+const REFERENCE: &str = "\
+Commands:
+  reuse run [--ports LIST] [--options LIST] [--protocols LIST] [--wait MS] [--takeover]
+            [--log LEVEL] -- COMMAND [ARG...]
+      Checks every flag and every inherited REUSE_* variable with the library's own parser,
+      sets REUSE_* for the flags given (inherited ones stay as they are), prepends the
+      library's absolute path to LD_PRELOAD (DYLD_INSERT_LIBRARIES on macOS) without
+      dropping what is there, and execs COMMAND: its PID, signals and exit status are its
+      own. Warns first when the library cannot reach COMMAND: statically linked, a Go
+      program, setuid/setgid, file capabilities, a macOS SIP-protected path (for a #!
+      script: its interpreter).
+      Exit status: COMMAND's; 2 invalid flag or REUSE_* variable; 1 library not found;
+      126 COMMAND cannot be run; 127 COMMAND not found.
+  reuse lib
+      Prints the library's absolute path: REUSE_LIB if set (it must exist), else beside
+      the reuse executable, else in ../lib beside it. Exit status 1 if not found.
+  reuse doctor [--json] PORT...
+      For each port, TCP over IPv4 and IPv6: live listeners with PID, program and user;
+      TIME_WAIT sockets and when the last expires; then a verdict: free; free under reuse
+      but TIME_WAIT for N more seconds; or held by PID (program), with what to do.
+      Exit status 0 when a bind under reuse would succeed on every port, 1 when one is
+      held, 2 on a usage error.
+
+Environment (read by the library when a program loads it; `reuse run` flags set them):
+  REUSE_PORTS     = \"*\" | item (\",\" item)*         item = port | port \"-\" port, 1-65535
+                    ports the library acts on (default: *, every port)
+  REUSE_OPTIONS   = opt (\",\" opt)*   opt = \"addr\" | \"port\" | \"linger=\" SECONDS (0-65535)
+                    addr: SO_REUSEADDR; port: SO_REUSEPORT (share a live port, same user);
+                    linger=N: SO_LINGER N s, 0 resets connections on close (default: addr)
+  REUSE_PROTOCOLS = proto (\",\" proto)*   proto = \"tcp\" | \"udp\"          (default: tcp)
+  REUSE_LOG       = \"off\" | \"error\" | \"warn\" | \"info\" | \"debug\"      (default: warn)
+                    lines go to stderr as libreuse[PID]: ...; below warn, reuse run's own
+                    warnings are silent too
+  REUSE_WAIT_MS   = 0-3600000   on EADDRINUSE, retry the bind for up to this many ms (default: 0)
+  REUSE_TAKEOVER  = \"0\" | \"1\"   on EADDRINUSE, stop (SIGTERM, then SIGKILL) a listener of the
+                    same user running the same executable, and bind (default: 0)
+  REUSE_LIB       = path of libreuse.so, for `reuse run` and `reuse lib`
+  Blanks around items are allowed; an empty value is an error, never \"unset\". With invalid
+  configuration `reuse run` refuses to start (exit 2); the library alone changes nothing and
+  says why.
+
+Examples:
+  reuse run -- python3 -m http.server 8000
+  reuse run --ports 8000,9000-9010 --wait 2000 -- node server.js
+  reuse run --options addr,port --log info -- ./server   # SO_REUSEPORT as well
+  LD_PRELOAD=$(reuse lib) REUSE_PORTS=8000 ./server       # without the command
+  reuse doctor 8000
+  reuse doctor --json 8000 8443
+  . shims/reuse.sh && reuse on                            # every program from this shell";
+
+#[derive(Parser)]
+#[command(
+    name = "reuse",
+    version,
+    about = "Lets an unmodified server restart on its port at once",
+    long_about = OVERVIEW,
+    after_help = REFERENCE,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run COMMAND with libreuse.so preloaded (exec: same PID, signals, exit status)
+    #[command(override_usage = "reuse run [OPTIONS] -- COMMAND [ARG...]")]
+    #[command(
+        after_help = "Examples:\n  reuse run -- python3 -m http.server 8000\n  \
+                            reuse run --ports 8000 --wait 2000 -- node server.js\n\n\
+                            Run `reuse --help` for the REUSE_* variables and their grammar."
+    )]
+    Run(RunArgs),
+    /// Print the absolute path of libreuse.so (for LD_PRELOAD=$(reuse lib) COMMAND)
+    #[command(
+        long_about = "Print the absolute path of the library: REUSE_LIB if set (it must exist), \
+                      else beside the reuse executable, else in ../lib beside it.\n\n\
+                      Example: LD_PRELOAD=$(reuse lib) REUSE_PORTS=8000 ./server"
+    )]
+    Lib,
+    /// Who holds PORT: listeners (PID, program, user), TIME_WAIT left, and a verdict
+    #[command(
+        long_about = "For each port, TCP over IPv4 and IPv6: live listeners with PID, program and \
+                      user; TIME_WAIT sockets and when the last expires; then a verdict in plain \
+                      words.\n\nExit status 0 when a bind under reuse would succeed on every port, \
+                      1 when a port is held, 2 on a usage error."
+    )]
+    #[command(override_usage = "reuse doctor [--json] PORT...")]
+    Doctor(DoctorArgs),
+}
+
+fn ports_flag(s: &str) -> Result<OsString, String> {
+    run::check_flag(s, config::parse_ports)
+}
+fn options_flag(s: &str) -> Result<OsString, String> {
+    run::check_flag(s, config::parse_options)
+}
+fn protocols_flag(s: &str) -> Result<OsString, String> {
+    run::check_flag(s, config::parse_protocols)
+}
+fn wait_flag(s: &str) -> Result<OsString, String> {
+    run::check_flag(s, config::parse_wait_ms)
+}
+fn log_flag(s: &str) -> Result<OsString, String> {
+    run::check_flag(s, config::parse_log)
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Ports to act on: "*" or a list of ports and ranges, e.g. 8000,9000-9010 [REUSE_PORTS]
+    #[arg(long, value_name = "LIST", value_parser = ports_flag)]
+    ports: Option<OsString>,
+    /// Socket options: addr (SO_REUSEADDR), port (SO_REUSEPORT), linger=SECONDS [REUSE_OPTIONS]
+    #[arg(long, value_name = "LIST", value_parser = options_flag)]
+    options: Option<OsString>,
+    /// Protocols: tcp, udp, or tcp,udp [REUSE_PROTOCOLS]
+    #[arg(long, value_name = "LIST", value_parser = protocols_flag)]
+    protocols: Option<OsString>,
+    /// On EADDRINUSE, retry the bind for up to MS milliseconds (0-3600000) [REUSE_WAIT_MS]
+    #[arg(long, value_name = "MS", value_parser = wait_flag)]
+    wait: Option<OsString>,
+    /// On EADDRINUSE, stop a leftover listener of the same program and user [REUSE_TAKEOVER=1]
+    #[arg(long)]
+    takeover: bool,
+    /// Log level of the library: off, error, warn, info, debug [REUSE_LOG]
+    #[arg(long, value_name = "LEVEL", value_parser = log_flag)]
+    log: Option<OsString>,
+    /// The program to run and its arguments
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<OsString>,
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+    /// Ports to diagnose (1-65535)
+    #[arg(value_name = "PORT", required = true, value_parser = clap::value_parser!(u16).range(1..))]
+    ports: Vec<u16>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Cmd::Run(a) => {
+            let mut set = Vec::new();
+            for (var, v) in [
+                ("REUSE_PORTS", a.ports),
+                ("REUSE_OPTIONS", a.options),
+                ("REUSE_PROTOCOLS", a.protocols),
+                ("REUSE_LOG", a.log),
+                ("REUSE_WAIT_MS", a.wait),
+                ("REUSE_TAKEOVER", a.takeover.then(|| "1".into())),
+            ] {
+                if let Some(v) = v {
+                    set.push((var, v));
+                }
+            }
+            run::run(run::Request {
+                set,
+                command: a.command,
+            })
+        }
+        Cmd::Lib => match lib_path::find(std::env::var_os("REUSE_LIB").as_deref()) {
+            Ok(p) => {
+                use std::io::Write;
+                use std::os::unix::ffi::OsStrExt;
+                let mut line = p.as_os_str().as_bytes().to_vec();
+                line.push(b'\n');
+                match std::io::stdout().write_all(&line) {
+                    Ok(()) => 0,
+                    Err(_) => 1,
+                }
+            }
+            Err(e) => {
+                eprintln!("reuse lib: {e}");
+                1
+            }
+        },
+        Cmd::Doctor(a) => doctor::run(&a.ports, a.json),
+    };
+    ExitCode::from(status.clamp(0, 255) as u8)
+}
