@@ -281,28 +281,6 @@ fn same_program(pid: i32) -> bool {
     na > 0 && na == nb && a[..na] == b[..nb]
 }
 
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
-/// Stops `pid`: SIGTERM, then SIGKILL if it is still there after `grace_ms`.
-fn stop(pid: i32, grace_ms: u64) {
-    // SAFETY: plain signals to a process this one found holding its port.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = monotonic_ms() + grace_ms;
-    while alive(pid) && monotonic_ms() < deadline {
-        sleep_ms(10);
-    }
-    if alive(pid) {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let deadline = monotonic_ms() + 1000;
-        while alive(pid) && monotonic_ms() < deadline {
-            sleep_ms(5);
-        }
-    }
-}
-
 /// With REUSE_TAKEOVER=1 and no REUSE_WAIT_MS, how long a stopped holder has to exit.
 const TAKEOVER_GRACE_MS: u64 = 3000;
 
@@ -383,13 +361,28 @@ fn take_over(
                 owner.name()
             )
         });
+        // What matters is the port, not the process: bind as soon as it is released (a
+        // zombie or a slow exit handler no longer holds it), SIGKILL only if it is not.
         let grace = if cfg.wait_ms > 0 {
             cfg.wait_ms as u64
         } else {
             TAKEOVER_GRACE_MS
         };
-        stop(owner.pid, grace);
-        let r = retry(fd, addr, len, grace.max(500));
+        // SAFETY: plain signals to the process found holding this port, checked above to be
+        // this user's and this program's.
+        unsafe { libc::kill(owner.pid, libc::SIGTERM) };
+        let mut r = retry(fd, addr, len, grace);
+        if r.0 != 0 && r.1 == libc::EADDRINUSE {
+            report::at(Level::Warn, |l| {
+                write!(
+                    l,
+                    "{ep}: PID {} still holds the port after {grace} ms: SIGKILL",
+                    owner.pid
+                )
+            });
+            unsafe { libc::kill(owner.pid, libc::SIGKILL) };
+            r = retry(fd, addr, len, 1000);
+        }
         if r.0 == 0 {
             report::at(Level::Info, |l| write!(l, "{ep}: bound after taking over"));
         }

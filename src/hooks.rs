@@ -120,8 +120,11 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
         if options.port && state::logs(reuse_core::config::Level::Warn) {
             holder::announce_sharing(&ep);
         }
+        // A bind that succeeded, at once or after retries, leaves errno as the program had it.
+        errno::set(saved);
+    } else {
+        errno::set(err);
     }
-    errno::set(err);
     rc
 }
 

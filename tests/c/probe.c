@@ -8,6 +8,8 @@
  *   probe threads N PORT0              N threads bind PORT0+i at once; print the failures
  *   probe dup2 PORT                    a UDP socket dup2()ed over a closed TCP slot, bound
  *   probe listen 4 ADDR PORT           bind+listen and wait to be killed
+ *   probe forkserve 4 ADDR PORT        bind+listen, fork a worker that serves on the same
+ *                                      socket; print the worker's PID; wait
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -86,7 +88,7 @@ static int do_unix(const char *path) {
     return 0;
 }
 
-static int do_serve(int fam, const char *host, int port, int listen_only) {
+static int do_serve(int fam, const char *host, int port, int mode) {
     signal(SIGPIPE, SIG_IGN);
     int fd = socket(fam == 4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
     struct sockaddr_storage ss;
@@ -97,9 +99,20 @@ static int do_serve(int fam, const char *host, int port, int listen_only) {
         return 98;
     }
     if (listen(fd, 64) != 0) { perror("listen"); return 3; }
+    if (mode == 2) {
+        /* A pre-forking server: the worker inherits the listening socket, and outlives a
+         * master killed with SIGKILL. */
+        pid_t w = fork();
+        if (w == 0) mode = 0;
+        else {
+            printf("worker=%d\n", (int)w);
+            fflush(stdout);
+            for (;;) pause();
+        }
+    }
     printf("ready\n");
     fflush(stdout);
-    if (listen_only) for (;;) pause();
+    if (mode == 1) for (;;) pause();
     for (;;) {
         int c = accept(fd, NULL, NULL);
         if (c < 0) continue;
@@ -171,6 +184,8 @@ int main(int argc, char **argv) {
         return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 0);
     if (argc >= 5 && strcmp(argv[1], "listen") == 0)
         return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 1);
+    if (argc >= 5 && strcmp(argv[1], "forkserve") == 0)
+        return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 2);
     if (argc >= 4 && strcmp(argv[1], "threads") == 0) return do_threads(atoi(argv[2]), atoi(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "dup2") == 0) return do_dup2(atoi(argv[2]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");

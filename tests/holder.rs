@@ -1,0 +1,236 @@
+//! When a live socket holds the port: REUSE_WAIT_MS waits it out, REUSE_TAKEOVER stops an
+//! orphan of the same program, and the failure line names the holder.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn probe() -> Option<PathBuf> {
+    static PROBE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| build_c("tests/c/probe.c", "probe", "cc"))
+        .clone()
+}
+
+fn listener(preload: bool, port: u16, env: &[(&str, &str)]) -> Proc {
+    let mut c = command(probe().unwrap(), preload);
+    c.args(["listen", "4", "127.0.0.1", &port.to_string()]);
+    c.envs(env.iter().copied());
+    let p = spawn("listener", &mut c);
+    assert!(
+        wait_listening(port, Duration::from_secs(5)),
+        "listener did not start"
+    );
+    p
+}
+
+fn bind_once(env: &[(&str, &str)], port: u16) -> (String, String, Duration) {
+    let mut c = command(probe().unwrap(), true);
+    c.args(["bind", "4", "tcp", "127.0.0.1", &port.to_string()]);
+    c.envs(env.iter().copied());
+    let t0 = Instant::now();
+    let out = run(&mut c, Duration::from_secs(30));
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        t0.elapsed(),
+    )
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); look at its state instead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_holder_that_lets_go_is_waited_for() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    let mut holder = listener(false, port, &[]);
+    let pid = holder.pid();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let (out, err, took) = bind_once(&[("REUSE_WAIT_MS", "5000"), ("REUSE_LOG", "info")], port);
+    killer.join().unwrap();
+    holder.stop(libc::SIGKILL);
+    assert!(
+        out.starts_with("rc=0 errno=4242 reuseaddr=1"),
+        "{out} {err}"
+    );
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(err.contains("bound after waiting"), "{err}");
+}
+
+#[test]
+fn a_holder_that_stays_is_named_after_the_window() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    let holder = listener(false, port, &[]);
+    let (out, err, took) = bind_once(&[("REUSE_WAIT_MS", "300")], port);
+    assert!(out.starts_with("rc=-1 errno=98 "), "{out}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let want = format!("PID {} (probe", holder.pid());
+    assert!(
+        err.contains(&want) && err.contains("after waiting 300 ms"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    // Without a wait the failure is immediate and still explained.
+    let (out, err, _) = bind_once(&[], port);
+    assert!(out.starts_with("rc=-1 errno=98 "), "{out}");
+    assert!(err.contains(&want), "{err}");
+}
+
+/// A pre-forking server; returns the master and the PID of its worker.
+fn fork_server(port: u16) -> (Proc, i32) {
+    let mut c = command(probe().unwrap(), true);
+    c.args(["forkserve", "4", "127.0.0.1", &port.to_string()]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut child = c.spawn().expect("spawn forkserve");
+    // The worker's "ready" and the master's "worker=PID" race; look for the latter.
+    let worker = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(4)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("worker=")
+                .and_then(|p| p.parse::<i32>().ok())
+        })
+        .expect("forkserve prints its worker's PID");
+    (
+        Proc {
+            child,
+            name: "forkserve".into(),
+        },
+        worker,
+    )
+}
+
+#[test]
+fn an_orphaned_worker_of_the_same_program_is_taken_over() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    let (mut master, worker) = fork_server(port);
+    assert!(wait_http("127.0.0.1", port, Duration::from_secs(5)).is_some());
+    master.signal(libc::SIGKILL); // the worker is orphaned and still listens
+    let _ = master.child.wait();
+    assert!(alive(worker) && listening(port));
+
+    // Without takeover: refused, and the orphan is named.
+    let mut c = command(probe().unwrap(), true);
+    c.args(["serve", "4", "127.0.0.1", &port.to_string()]);
+    let out = run(&mut c, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(98));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("PID {worker} ")));
+    assert!(alive(worker));
+
+    let mut c = command(probe().unwrap(), true);
+    c.args(["serve", "4", "127.0.0.1", &port.to_string()]);
+    c.env("REUSE_TAKEOVER", "1").env("REUSE_WAIT_MS", "2000");
+    let next = spawn("next", &mut c);
+    assert!(wait_http("127.0.0.1", port, Duration::from_secs(10)).is_some());
+    let t0 = Instant::now();
+    while alive(worker) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!alive(worker), "the orphan must be gone");
+    let err = next.stderr_text();
+    assert!(
+        err.contains(&format!("taking over: stopping PID {worker} (probe)")),
+        "{err}"
+    );
+    // The orphan's group is the old master's; make sure nothing of it is left.
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+}
+
+#[test]
+fn a_listener_of_another_program_is_left_alone_under_takeover() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    // The holder is Python, the binder is the C probe: different executables.
+    let mut c = command(python(), false);
+    c.args([
+        "-c",
+        "import socket,sys,time\ns=socket.socket(); s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen()\ntime.sleep(60)",
+        &port.to_string(),
+    ]);
+    let holder = spawn("python-holder", &mut c);
+    assert!(wait_listening(port, Duration::from_secs(10)));
+    let (out, err, _) = bind_once(&[("REUSE_TAKEOVER", "1"), ("REUSE_WAIT_MS", "200")], port);
+    assert!(out.starts_with("rc=-1 errno=98 "), "{out}");
+    assert!(alive(holder.pid()), "another program must never be touched");
+    assert!(
+        err.contains(&format!(
+            "not taking over from PID {} (python",
+            holder.pid()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("another program"), "{err}");
+}
+
+#[test]
+fn so_reuseport_sharing_is_announced_with_the_other_pid() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    let env = [("REUSE_OPTIONS", "addr,port")];
+    let holder = listener(true, port, &env);
+    let (out, err, _) = bind_once(&env, port);
+    assert!(
+        out.starts_with("rc=0 ") && out.contains("reuseport=1"),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!(
+            "sharing this port with PID {} (probe)",
+            holder.pid()
+        )),
+        "{err}"
+    );
+    // Alone on its port, the same options say nothing.
+    let (_, err, _) = bind_once(&env, free_port());
+    assert_eq!(err, "");
+}
+
+#[test]
+fn the_wait_costs_nothing_when_the_port_is_free() {
+    if probe().is_none() {
+        return;
+    }
+    let (out, err, took) = bind_once(&[("REUSE_WAIT_MS", "3000")], free_port());
+    assert!(out.starts_with("rc=0 "), "{out} {err}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    let _ = Command::new("true").status();
+}
