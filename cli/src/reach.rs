@@ -109,35 +109,23 @@ fn examine(
         return;
     };
     let mode = meta.mode();
-    // SAFETY: getuid and getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    for (bit, what, owner, mine) in [
-        (
-            0o4000,
-            "setuid",
-            format!("user {}", meta.uid()),
-            meta.uid() == uid,
-        ),
-        (
-            0o2000,
-            "setgid",
-            format!("group {}", meta.gid()),
-            meta.gid() == gid,
-        ),
+    for (bit, what, owner) in [
+        (0o4000, "setuid", format!("user {}", meta.uid())),
+        (0o2000, "setgid", format!("group {}", meta.gid())),
     ] {
         if mode & bit != 0 {
             out.push(format!(
-                "{who} is {what} ({owner}){}: the loader runs such a program in secure-execution mode and ignores LD_PRELOAD \
-                 for it, so libreuse does nothing. Run a copy without the {what} bit, or give the program SO_REUSEADDR itself",
-                if mine { "; it runs with your own rights here, but not for other users" } else { "" }
+                "{who} is {what} ({owner}): whenever that changes the rights it runs with, the loader runs it in \
+                 secure-execution mode and ignores LD_PRELOAD, so libreuse does nothing. \
+                 Run a copy without the {what} bit, or give the program SO_REUSEADDR itself"
             ));
         }
     }
     if has_file_capabilities(path) {
         out.push(format!(
-            "{who} has file capabilities (security.capability): the loader runs it in secure-execution mode and ignores \
-             LD_PRELOAD, so libreuse does nothing. Run a copy without them (or grant the capability another way, \
-             e.g. AmbientCapabilities= in a systemd unit)"
+            "{who} has file capabilities (security.capability): unless root runs it, the loader runs it in \
+             secure-execution mode and ignores LD_PRELOAD, so libreuse does nothing. Run a copy without them \
+             (and grant the capability another way, e.g. AmbientCapabilities= in a systemd unit)"
         ));
     }
     if let Some(prefix) = sip_prefix(path) {
