@@ -415,6 +415,38 @@ fn run_warns_when_the_program_is_statically_linked() {
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
 
+#[test]
+fn run_warns_that_go_programs_bypass_libc() {
+    // A C program carrying the section Go's linker writes into every binary it links: the
+    // check reads section names, so this stands in for a Go build without a Go toolchain.
+    let dir = TempDir::new("go");
+    let src = dir.write(
+        "fakego.c",
+        "__attribute__((section(\".go.buildinfo\"), used))\n\
+         static const char info[] = \"\\xff Go buildinf:\";\n\
+         int main(void) { return 0; }\n",
+        0o644,
+    );
+    let Some(cc) = common::require("cc", "apt-get install gcc") else {
+        return;
+    };
+    let prog = dir.path("fakego");
+    let st = Command::new(cc)
+        .arg("-o")
+        .arg(&prog)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc failed");
+    let o = run(reuse().arg("run").arg("--").arg(&prog));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("Go program") && err.contains("SO_REUSEADDR"),
+        "{err}"
+    );
+}
+
 fn copy_of(tool: &str, dir: &TempDir, name: &str, mode: u32) -> PathBuf {
     let src = std::env::var_os("PATH")
         .and_then(|p| {
