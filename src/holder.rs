@@ -8,7 +8,7 @@
 
 use core::ffi::CStr;
 
-use libc::{c_int, c_long, sockaddr, socklen_t};
+use libc::{c_int, sockaddr, socklen_t};
 use reuse_core::config::{Config, Level};
 use reuse_core::line::{Endpoint, Write};
 use reuse_core::proc_net::{self, PortSummary};
@@ -103,7 +103,14 @@ fn itoa(mut v: u64, out: &mut [u8; 20]) -> &[u8] {
     &out[i..]
 }
 
-/// Calls `f` with each numeric entry of a /proc directory, through getdents64.
+/// Elsewhere there is no /proc to read: holders stay unnamed and takeover finds no one, but
+/// waiting works the same.
+#[cfg(not(target_os = "linux"))]
+fn for_each_number(_dir: &CStr, _f: impl FnMut(u64) -> bool) {}
+
+/// Calls `f` with each numeric entry of a /proc directory, through getdents64 (readdir would
+/// allocate its DIR).
+#[cfg(target_os = "linux")]
 fn for_each_number(dir: &CStr, mut f: impl FnMut(u64) -> bool) {
     // SAFETY: dir is NUL-terminated.
     let fd = unsafe {
@@ -121,9 +128,9 @@ fn for_each_number(dir: &CStr, mut f: impl FnMut(u64) -> bool) {
         let n = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
-                fd as c_long,
+                fd as libc::c_long,
                 buf.as_mut_ptr(),
-                buf.len() as c_long,
+                buf.len() as libc::c_long,
             )
         };
         if n <= 0 {

@@ -20,6 +20,12 @@ mod report;
 mod socket_kinds;
 mod state;
 
+// The libc crate leaves musl's libc to the linker's defaults, which for a -crt-static-less
+// cdylib records no NEEDED entry; name it, so the library says what it needs like any other.
+#[cfg(target_env = "musl")]
+#[link(name = "c")]
+extern "C" {}
+
 /// Nothing in the library panics by design (no indexing out of range, no unwrap on data from
 /// outside); if it ever did, aborting is the only safe thing: unwinding through a host's C
 /// frames is undefined behaviour.

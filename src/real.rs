@@ -7,15 +7,14 @@
 //! installed through dyld's interpose table, which does not apply to the interposing image
 //! itself, so the libc names already are the real functions there.
 
-use libc::{c_int, c_uint, sockaddr, socklen_t};
+use libc::{c_int, sockaddr, socklen_t};
 
 pub type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 pub type BindFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 pub type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
 pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+#[cfg(not(target_vendor = "apple"))]
 pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
-#[allow(dead_code)]
-pub type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
 
 #[cfg(not(target_vendor = "apple"))]
 mod elf {
