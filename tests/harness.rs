@@ -83,3 +83,9 @@ fn outliving_uvicorn_workers() {
 fn outliving_nginx_workers() {
     outliving_case(servers::nginx_workers);
 }
+
+/// The commands of examples/*/README.md, run as written under `reuse run` and LD_PRELOAD.
+#[test]
+fn examples_readme_commands() {
+    harness_support::examples::run_all();
+}

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, Proc};
 
+pub mod examples;
 pub mod servers;
 
 /// Every server listens on loopback only.
