@@ -84,6 +84,11 @@ fn outliving_nginx_workers() {
     outliving_case(servers::nginx_workers);
 }
 
+#[test]
+fn outliving_flask_reloader() {
+    outliving_case(servers::flask_reloader);
+}
+
 /// The commands of examples/*/README.md, run as written under `reuse run` and LD_PRELOAD.
 #[test]
 fn examples_readme_commands() {

@@ -129,14 +129,22 @@ pub fn http_server() -> Option<Spec> {
     })
 }
 
-pub fn flask() -> Option<Spec> {
+fn flask_spec(order: usize, reload: bool) -> Option<Spec> {
     let flask = python_dist("flask")?;
     let werkzeug = python_dist("werkzeug")?;
     Some(Spec {
-        order: 2,
-        name: format!("Flask {flask} dev server (`flask run`, Werkzeug {werkzeug})"),
+        order,
+        name: if reload {
+            format!("Flask {flask} dev server, `--reload` (reloader + serving child)")
+        } else {
+            format!("Flask {flask} dev server (`flask run`, Werkzeug {werkzeug})")
+        },
         own_reuseaddr: true,
-        restart: Restart::Harness { workers: false },
+        restart: if reload {
+            Restart::MasterKilled
+        } else {
+            Restart::Harness { workers: false }
+        },
         launch: Box::new(move |port, preload| {
             let mut c = python(preload);
             for (k, _) in std::env::vars_os() {
@@ -146,11 +154,20 @@ pub fn flask() -> Option<Spec> {
             }
             c.current_dir(apps())
                 .args(["-m", "flask", "--app", "flask_app", "run", "--host", HOST])
-                .args(["--port", &port.to_string(), "--no-reload", "--no-debugger"]);
+                .args(["--port", &port.to_string(), "--no-debugger"])
+                .arg(if reload { "--reload" } else { "--no-reload" });
             c
         }),
         _files: None,
     })
+}
+
+pub fn flask() -> Option<Spec> {
+    flask_spec(2, false)
+}
+
+pub fn flask_reloader() -> Option<Spec> {
+    flask_spec(14, true)
 }
 
 fn uvicorn_spec(order: usize, workers: bool) -> Option<Spec> {
