@@ -14,7 +14,7 @@ use reuse_core::config::Options;
 use reuse_core::decision::{self, Decision, LeaveReason};
 use reuse_core::line::Endpoint;
 
-use crate::{errno, holder, real, report, socket_kinds, state};
+use crate::{errno, hold, holder, real, report, socket_kinds, state};
 
 /// `socket()`: remember what was made, so `bind()` needs no system call to find out.
 #[cfg_attr(not(target_vendor = "apple"), export_name = "socket")]
@@ -80,8 +80,12 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
     let Some(ep) = endpoint(addr, len) else {
         return real_bind(fd, addr, len);
     };
+    let maybe_held = cfg
+        .hold
+        .as_ref()
+        .is_some_and(|h| h.ports.contains(ep.port()));
     // Unlisted ports are decided before anything else is looked at: they pay one lookup.
-    if let Err(why) = decision::port_wanted(cfg, ep.port()) {
+    if let (false, Err(why)) = (maybe_held, decision::port_wanted(cfg, ep.port())) {
         if state::logs(reuse_core::config::Level::Debug) {
             let saved = errno::get();
             report::left(&ep, None, why);
@@ -91,6 +95,14 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
     }
     let saved = errno::get();
     let transport = socket_kinds::transport(fd);
+    if let (true, Some(t)) = (maybe_held, transport) {
+        if decision::hold_wanted(cfg, t, ep.port()) {
+            if let Some((rc, err)) = cfg.hold.as_ref().and_then(|h| hold::take(h, fd, &ep, addr)) {
+                errno::set(if rc == 0 { saved } else { err });
+                return rc;
+            }
+        }
+    }
     let decision = match transport {
         Some(t) => decision::decide(cfg, t, ep.port()),
         None => Decision::Leave(LeaveReason::NotTcpOrUdp),

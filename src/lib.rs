@@ -6,13 +6,14 @@
 //! Layout: `hooks` is the whole FFI edge; `real` holds the resolved libc symbols that every
 //! internal call goes through; `state` is the configuration read once at load; `socket_kinds`
 //! remembers what `socket()` created; `report` writes stderr lines; `holder` explains and
-//! waits out a failed bind. Every decision is a pure function of `reuse-core`.
+//! waits out a failed bind; `hold` hands a server the socket `reuse run --hold` keeps. Every decision is a pure function of `reuse-core`.
 //!
 //! The library is `no_std` with `panic = "abort"`: no unwinder, no allocator, no libgcc_s,
 //! and a few kilobytes to map into every process that inherits the environment.
 #![cfg_attr(not(test), no_std)]
 
 mod errno;
+mod hold;
 mod holder;
 mod hooks;
 mod real;

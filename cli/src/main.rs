@@ -2,6 +2,8 @@
 //! (`reuse lib`), and say who holds a port (`reuse doctor`).
 
 mod doctor;
+#[cfg(target_os = "linux")]
+mod hold;
 mod lib_path;
 mod reach;
 mod run;
@@ -24,7 +26,7 @@ socket both had SO_REUSEADDR: run every instance under reuse.";
 const REFERENCE: &str = "\
 Commands:
   reuse run [--ports LIST] [--options LIST] [--protocols LIST] [--wait MS] [--takeover]
-            [--log LEVEL] -- COMMAND [ARG...]
+            [--hold LIST] [--log LEVEL] -- COMMAND [ARG...]
       Checks every flag and every inherited REUSE_* variable with the library's own parser,
       sets REUSE_* for the flags given (inherited ones stay as they are), prepends the
       library's absolute path to LD_PRELOAD (DYLD_INSERT_LIBRARIES on macOS) without
@@ -34,6 +36,11 @@ Commands:
       script: its interpreter).
       Exit status: COMMAND's; 2 invalid flag or REUSE_* variable; 1 library not found;
       126 COMMAND cannot be run; 127 COMMAND not found.
+      With --hold LIST (Linux), reuse does not exec: it stays as COMMAND's parent, and the
+      first bind of a listed TCP port by any process of COMMAND's tree is answered with a
+      listening socket reuse keeps open until it exits; every later instance gets the same
+      socket. Connections arriving while no instance runs wait in its queue instead of
+      being refused. Signals sent to reuse go to COMMAND; reuse ends as COMMAND ended.
   reuse lib
       Prints the library's absolute path: REUSE_LIB if set (it must exist), else beside
       the reuse executable, else in ../lib beside it. Exit status 1 if not found.
@@ -57,6 +64,8 @@ Environment (read by the library when a program loads it; `reuse run` flags set 
   REUSE_WAIT_MS   = 0-3600000   on EADDRINUSE, retry the bind for up to this many ms (default: 0)
   REUSE_TAKEOVER  = \"0\" | \"1\"   on EADDRINUSE, stop (SIGTERM, then SIGKILL) a listener of the
                     same user running the same executable, and bind (default: 0)
+  REUSE_HOLD, REUSE_HOLD_PORTS = set by `reuse run --hold` for COMMAND: where to ask for held
+                    sockets, and for which ports
   REUSE_LIB       = path of libreuse.so, for `reuse run` and `reuse lib`
   Blanks around items are allowed; an empty value is an error, never \"unset\". With invalid
   configuration `reuse run` refuses to start (exit 2); the library alone changes nothing and
@@ -66,6 +75,7 @@ Examples:
   reuse run -- python3 -m http.server 8000
   reuse run --ports 8000,9000-9010 --wait 2000 -- node server.js
   reuse run --options addr,port --log info -- ./server   # SO_REUSEPORT as well
+  reuse run --hold 8000 -- nodemon app.js                 # no refused connection on restarts
   LD_PRELOAD=$(reuse lib) REUSE_PORTS=8000 ./server       # without the command
   reuse doctor 8000
   reuse doctor --json 8000 8443
@@ -146,6 +156,10 @@ struct RunArgs {
     /// On EADDRINUSE, stop a leftover listener of the same program and user [REUSE_TAKEOVER=1]
     #[arg(long)]
     takeover: bool,
+    /// Hold these ports' listening sockets across restarts: reuse stays as COMMAND's parent
+    /// and hands the socket to each new instance, so no connection is refused (Linux)
+    #[arg(long, value_name = "LIST", value_parser = ports_flag)]
+    hold: Option<OsString>,
     /// Log level of the library: off, error, warn, info, debug [REUSE_LOG]
     #[arg(long, value_name = "LEVEL", value_parser = log_flag)]
     log: Option<OsString>,
@@ -181,6 +195,7 @@ fn main() -> ExitCode {
                 ("REUSE_LOG", a.log),
                 ("REUSE_WAIT_MS", a.wait),
                 ("REUSE_TAKEOVER", a.takeover.then(|| "1".into())),
+                ("REUSE_HOLD_PORTS", a.hold),
             ] {
                 if let Some(v) = v {
                     set.push((var, v));

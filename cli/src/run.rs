@@ -79,7 +79,28 @@ fn effective_config(set: &[(&'static str, OsString)]) -> Result<Config, String> 
 /// Never returns on success; otherwise the exit status, as env(1) has it: 2 for invalid
 /// configuration, 1 when the library is missing, 127 when COMMAND is not found, 126 when
 /// it cannot be run.
-pub fn run(req: Request) -> i32 {
+pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
+    #[cfg(target_os = "linux")]
+    let rendezvous = if req.set.iter().any(|(k, _)| *k == "REUSE_HOLD_PORTS") {
+        match crate::hold::Rendezvous::create() {
+            Ok(r) => {
+                req.set
+                    .push(("REUSE_HOLD", r.socket.clone().into_os_string()));
+                Some(r)
+            }
+            Err(e) => {
+                eprintln!("reuse run: --hold: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    #[cfg(not(target_os = "linux"))]
+    if req.set.iter().any(|(k, _)| *k == "REUSE_HOLD_PORTS") {
+        eprintln!("reuse run: --hold needs Linux (SOCK_SEQPACKET hand-over)");
+        return 2;
+    }
     let cfg = match effective_config(&req.set) {
         Ok(c) => c,
         Err(msg) => {
@@ -108,6 +129,10 @@ pub fn run(req: Request) -> i32 {
     cmd.env(lib_path::PRELOAD_VAR, preload);
     for (k, v) in &req.set {
         cmd.env(k, v);
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(r) = rendezvous {
+        return crate::hold::supervise(cmd, r, cfg.options, cfg.log >= Level::Info);
     }
     let err = cmd.exec();
     let shown = String::from_utf8_lossy(program.as_bytes());

@@ -20,14 +20,19 @@ use core::fmt;
 pub const MAX_WAIT_MS: u32 = 3_600_000;
 
 /// The variables, in the order they are read and reported.
-pub const VARIABLES: [&str; 6] = [
+pub const VARIABLES: [&str; 8] = [
     "REUSE_PORTS",
     "REUSE_OPTIONS",
     "REUSE_PROTOCOLS",
     "REUSE_LOG",
     "REUSE_WAIT_MS",
     "REUSE_TAKEOVER",
+    "REUSE_HOLD",
+    "REUSE_HOLD_PORTS",
 ];
+
+/// Longest path of a Unix socket (sun_path less its NUL).
+pub const HOLD_PATH_MAX: usize = 107;
 
 /// At most this many disjoint ranges in REUSE_PORTS (after merging overlaps).
 pub const MAX_RANGES: usize = 64;
@@ -247,6 +252,42 @@ pub struct Config {
     pub log: Level,
     pub wait_ms: u32,
     pub takeover: bool,
+    /// Hold mode, set by `reuse run --hold` for the programs it runs.
+    pub hold: Option<Hold>,
+}
+
+/// Hold mode: binds of TCP sockets to these ports are answered with a listening socket the
+/// `reuse` command keeps open across restarts, asked for over the Unix socket at `path`.
+/// Set through REUSE_HOLD (the path) and REUSE_HOLD_PORTS (the REUSE_PORTS grammar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    path: [u8; HOLD_PATH_MAX],
+    path_len: u8,
+    pub ports: PortSet,
+}
+
+impl Hold {
+    pub fn path(&self) -> &[u8] {
+        &self.path[..self.path_len as usize]
+    }
+}
+
+/// REUSE_HOLD: an absolute path short enough for a Unix socket address.
+pub fn parse_hold_path(value: &[u8]) -> Result<([u8; HOLD_PATH_MAX], u8), ConfigError<'_>> {
+    let err = |why| ConfigError {
+        var: "REUSE_HOLD",
+        part: value,
+        why,
+    };
+    if value.first() != Some(&b'/') {
+        return Err(err("not an absolute path"));
+    }
+    if value.len() > HOLD_PATH_MAX {
+        return Err(err("longer than a Unix socket path can be (107 bytes)"));
+    }
+    let mut path = [0u8; HOLD_PATH_MAX];
+    path[..value.len()].copy_from_slice(value);
+    Ok((path, value.len() as u8))
 }
 
 impl Default for Config {
@@ -258,6 +299,7 @@ impl Default for Config {
             log: Level::Warn,
             wait_ms: 0,
             takeover: false,
+            hold: None,
         }
     }
 }
@@ -497,6 +539,7 @@ pub fn read_into<'a>(
     out.log = Level::Warn;
     out.wait_ms = 0;
     out.takeover = false;
+    out.hold = None;
     // The log level first, so an error in a later variable is reported at the level asked.
     if let Some(v) = get("REUSE_LOG") {
         out.log = parse_log(v)?;
@@ -515,6 +558,35 @@ pub fn read_into<'a>(
     }
     if let Some(v) = get("REUSE_TAKEOVER") {
         out.takeover = parse_takeover(v)?;
+    }
+    match (get("REUSE_HOLD"), get("REUSE_HOLD_PORTS")) {
+        (None, None) => {}
+        (Some(p), Some(ports)) => {
+            let (path, path_len) = parse_hold_path(p)?;
+            let ports = parse_ports(ports).map_err(|e| ConfigError {
+                var: "REUSE_HOLD_PORTS",
+                ..e
+            })?;
+            out.hold = Some(Hold {
+                path,
+                path_len,
+                ports,
+            });
+        }
+        (Some(p), None) => {
+            return Err(ConfigError {
+                var: "REUSE_HOLD",
+                part: p,
+                why: "set without REUSE_HOLD_PORTS",
+            })
+        }
+        (None, Some(p)) => {
+            return Err(ConfigError {
+                var: "REUSE_HOLD_PORTS",
+                part: p,
+                why: "set without REUSE_HOLD",
+            })
+        }
     }
     Ok(())
 }
@@ -653,6 +725,39 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "REUSE_PROTOCOLS: unknown protocol (tcp, udp) in \"icmp\""
+        );
+    }
+
+    #[test]
+    fn hold_needs_both_variables() {
+        let mut c = Config::default();
+        let env = |path: &'static [u8], ports: &'static [u8]| {
+            move |k: &str| match k {
+                "REUSE_HOLD" => Some(path),
+                "REUSE_HOLD_PORTS" => Some(ports),
+                _ => None,
+            }
+        };
+        read_into(&mut c, env(b"/run/reuse/hold", b"8000")).unwrap();
+        let h = c.hold.unwrap();
+        assert_eq!(h.path(), b"/run/reuse/hold");
+        assert!(h.ports.contains(8000) && !h.ports.contains(8001));
+        assert_eq!(
+            read_into(&mut c, env(b"rel/path", b"8000"))
+                .unwrap_err()
+                .var,
+            "REUSE_HOLD"
+        );
+        assert_eq!(
+            read_into(&mut c, env(b"/x", b"0")).unwrap_err().var,
+            "REUSE_HOLD_PORTS"
+        );
+        let long = [b'/'; 108];
+        assert!(parse_hold_path(&long).is_err());
+        let only = |k: &str| (k == "REUSE_HOLD").then_some(&b"/x"[..]);
+        assert_eq!(
+            read_into(&mut c, only).unwrap_err().why,
+            "set without REUSE_HOLD_PORTS"
         );
     }
 

@@ -102,6 +102,15 @@ pub fn decide(cfg: &Config, transport: Transport, port: u16) -> Decision {
     Decision::Apply(options)
 }
 
+/// Whether a bind should be answered with a socket held by `reuse run --hold`: TCP, to a
+/// held port. Held binds skip the options: the held socket already has them.
+pub fn hold_wanted(cfg: &Config, transport: Transport, port: u16) -> bool {
+    match &cfg.hold {
+        Some(h) => transport == Transport::Tcp && port != 0 && h.ports.contains(port),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +145,21 @@ mod tests {
             decide(&c, Transport::Other, 80),
             Decision::Leave(LeaveReason::NotTcpOrUdp)
         );
+    }
+
+    #[test]
+    fn only_tcp_binds_to_held_ports_are_held() {
+        let mut c = Config::default();
+        assert!(!hold_wanted(&c, Transport::Tcp, 8000));
+        crate::config::read_into(&mut c, |k| match k {
+            "REUSE_HOLD" => Some(&b"/tmp/h"[..]),
+            "REUSE_HOLD_PORTS" => Some(&b"8000"[..]),
+            _ => None,
+        })
+        .unwrap();
+        assert!(hold_wanted(&c, Transport::Tcp, 8000));
+        assert!(!hold_wanted(&c, Transport::Udp, 8000));
+        assert!(!hold_wanted(&c, Transport::Tcp, 8001));
     }
 
     #[test]

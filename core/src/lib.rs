@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod decision;
+pub mod hold_protocol;
 pub mod line;
 pub mod proc_net;

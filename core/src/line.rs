@@ -59,7 +59,7 @@ impl fmt::Write for Line {
 pub use core::fmt::Write;
 
 /// An inet address and port as a bind saw it, printed `127.0.0.1:8000` or `[::1]:8000`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     V4([u8; 4], u16),
     V6([u8; 16], u16),
