@@ -236,3 +236,14 @@ fn signals_are_forwarded_and_the_status_is_commands() {
     assert_eq!(out.status.code(), Some(7));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_hold_list_is_refused_up_front() {
+    let mut c = command(reuse_bin(), false);
+    c.env("REUSE_LIB", lib_path());
+    c.args(["run", "--hold", "0", "--", "true"]);
+    let out = run(&mut c, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--hold") && err.contains("port 0"), "{err}");
+}
