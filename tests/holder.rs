@@ -234,3 +234,73 @@ fn the_wait_costs_nothing_when_the_port_is_free() {
     assert!(took < Duration::from_millis(2500), "{took:?}");
     let _ = Command::new("true").status();
 }
+
+/// nodemon restarting a Python app whose shutdown keeps its port for a second
+/// (tests/apps/slow_release.py): nodemon starts the next instance at once, which crashes with
+/// EADDRINUSE; with REUSE_WAIT_MS the next instance waits for the port and comes back.
+#[test]
+fn nodemon_restarts_an_app_that_keeps_its_port_a_second_only_with_the_wait() {
+    let nodemon = repo_root().join("tests/node/node_modules/.bin/nodemon");
+    if require("node", "apt-get install nodejs").is_none() {
+        return;
+    }
+    if !nodemon.exists() {
+        assert!(
+            !in_ci(),
+            "nodemon is required under CI=true: .ci/install (npm ci in tests/node)"
+        );
+        eprintln!("SKIP: nodemon missing; run .ci/install");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("reuse-slow-release-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = dir.join("app.py");
+    std::fs::copy(repo_root().join("tests/apps/slow_release.py"), &app).unwrap();
+    let exec = format!("{} app.py", python().display());
+
+    let cycle = |wait: Option<&str>| -> (usize, String) {
+        let port = free_port();
+        let mut c = command(reuse_bin(), false);
+        c.env("REUSE_LIB", lib_path())
+            .env("PORT", port.to_string())
+            .current_dir(&dir);
+        c.arg("run");
+        if let Some(ms) = wait {
+            c.args(["--wait", ms]);
+        }
+        c.arg("--").arg(&nodemon);
+        c.args([
+            "--watch", "app.py", "--signal", "SIGTERM", "--delay", "0", "--exec", &exec,
+        ]);
+        let p = spawn("nodemon", &mut c);
+        assert!(
+            wait_http("127.0.0.1", port, Duration::from_secs(20)).is_some(),
+            "first start"
+        );
+        let mut back = 0;
+        for _ in 0..4 {
+            let text = std::fs::read_to_string(&app).unwrap();
+            std::fs::write(&app, format!("{text}\n# touched\n")).unwrap();
+            // The old instance must be gone before asking, or it would answer for the new one.
+            std::thread::sleep(Duration::from_millis(300));
+            if wait_http("127.0.0.1", port, Duration::from_secs(4)).is_some() {
+                back += 1;
+            } else {
+                break;
+            }
+        }
+        (back, p.stderr_text())
+    };
+
+    let (back, err) = cycle(None);
+    assert_eq!(back, 0, "without the wait the restart must fail: {err}");
+    assert!(
+        err.contains("Address already in use") && err.contains("is listening on this port"),
+        "{err}"
+    );
+
+    let (back, err) = cycle(Some("3000"));
+    assert_eq!(back, 4, "with the wait every restart comes back: {err}");
+    assert!(!err.contains("Address already in use"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
