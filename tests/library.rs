@@ -413,3 +413,41 @@ fn the_host_runs_normally_with_the_library_loaded() {
         assert_eq!(names, ["bind", "close", "dup2", "dup3", "socket"], "{text}");
     }
 }
+
+#[test]
+fn a_bind_before_the_librarys_constructor_is_handled() {
+    if probe().is_none() {
+        return;
+    }
+    let early = std::env::temp_dir().join(format!("reuse-early-{}.so", std::process::id()));
+    let ok = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&early)
+        .arg(repo_root().join("tests/c/early_bind.c"))
+        .status()
+        .expect("cc")
+        .success();
+    assert!(ok);
+    let port = free_port();
+    // The loader runs the constructors of independent preloads last-loaded first.
+    let mut c = command(probe().unwrap(), false);
+    c.env(
+        "LD_PRELOAD",
+        format!("{} {}", lib_path().display(), early.display()),
+    );
+    c.env("EARLY_PORT", port.to_string())
+        .env("REUSE_LOG", "info");
+    c.args(["bind", "4", "tcp", "127.0.0.1", &free_port().to_string()]);
+    let out = run(&mut c, Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_file(&early);
+    assert!(stdout.starts_with("early rc=0 reuseaddr=1\n"), "{stdout}");
+    assert!(stdout.contains("rc=0 errno=4242 reuseaddr=1"), "{stdout}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches(&format!("127.0.0.1:{port} tcp: SO_REUSEADDR"))
+            .count(),
+        1,
+        "{err}"
+    );
+}
