@@ -315,10 +315,12 @@ pub enum Restart {
     /// `workers` (a master and worker processes), SIGTERM goes to the master (its own
     /// graceful stop) and SIGKILL to the whole process group, as a service manager does.
     Harness { workers: bool },
-    /// nodemon restarts the app when `watched` changes; `comment` starts a line the harness
-    /// appends to it.
+    /// nodemon restarts the app when the watched file changes; `comment` starts a line the
+    /// harness appends to it.
     Nodemon {
-        watched: PathBuf,
+        /// The file in the folder of the instance without the library, and with it: two
+        /// folders, so that a change restarts only the one nodemon.
+        watched: [PathBuf; 2],
         comment: &'static str,
     },
     /// Only the master is SIGKILLed, as `kill -9 MASTER` does; its workers keep the
@@ -489,55 +491,6 @@ fn time_wait_at_restart(s: &mut Series, name: &str, port: u16) {
     s.saw_time_wait(tw);
 }
 
-/// N restarts by the harness: kill (SIGTERM, then SIGKILL, alternating), start at once on the
-/// same port, wait for an answer. A failed restart poisons its port for 60 s, so the series
-/// goes on from a fresh instance on a fresh port.
-fn harness_series(spec: &Spec, workers: bool, preload: bool, n: usize) -> Series {
-    let mut s = Series::default();
-    let mut port = common::free_port();
-    let mut inst = spec.start_ready(port, preload);
-    let timeout = if preload {
-        START_TIMEOUT
-    } else {
-        CONTROL_TIMEOUT
-    };
-    for i in 0..n {
-        common::leave_time_wait(HOST, port, 2);
-        // Checked before the kill, outside the timed window (reading the kernel's tables
-        // takes milliseconds); TIME_WAIT lasts 60 s.
-        time_wait_at_restart(&mut s, &spec.name, port);
-        let sig = if i % 2 == 0 {
-            libc::SIGTERM
-        } else {
-            libc::SIGKILL
-        };
-        let dead = stop(&mut inst, sig, workers && sig == libc::SIGKILL);
-        let mut next = spec.launch(port, preload);
-        s.attempts += 1;
-        match wait_ready(&mut next, port, timeout, Accept::OwnGroup, None) {
-            Ok(t) => {
-                s.ok += 1;
-                s.times.push(t - dead);
-                let old = std::mem::replace(&mut inst, next);
-                drop(old.finish());
-            }
-            Err(why) => {
-                let log = next.finish();
-                s.failed(
-                    format!("cycle {} ({})", i + 1, signal_name(sig)),
-                    &why,
-                    &log,
-                );
-                port = common::free_port();
-                let fresh = spec.start_ready(port, preload);
-                drop(std::mem::replace(&mut inst, fresh).finish());
-            }
-        }
-    }
-    drop(inst.finish());
-    s
-}
-
 /// Makes the change nodemon watches for: a line appended to the watched file.
 fn change(path: &Path, comment: &str, n: usize) {
     let mut f = std::fs::OpenOptions::new()
@@ -547,85 +500,160 @@ fn change(path: &Path, comment: &str, n: usize) {
     writeln!(f, "{comment} change {n}").expect("appending to the watched file");
 }
 
-/// N restarts by nodemon: change the watched file, wait for the old app to be gone and a new
-/// one to answer; a crash ("app crashed - waiting for file changes") is a failed restart.
-fn nodemon_series(spec: &Spec, watched: &Path, comment: &str, preload: bool, n: usize) -> Series {
-    let original = std::fs::read(watched).expect("watched file");
-    let mut s = Series::default();
-    let mut port = common::free_port();
-    let mut inst = spec.start_ready(port, preload);
-    let timeout = if preload {
-        START_TIMEOUT
-    } else {
-        CONTROL_TIMEOUT
-    };
-    for i in 0..n {
-        common::leave_time_wait(HOST, port, 2);
-        let old = inst
+/// One server restarted again and again on one port, with the library or without. A failed
+/// restart poisons its port for 60 s, so the chain goes on from a fresh instance on a fresh
+/// port.
+struct Chain<'a> {
+    spec: &'a Spec,
+    preload: bool,
+    port: u16,
+    inst: Instance,
+    s: Series,
+}
+
+impl<'a> Chain<'a> {
+    fn new(spec: &'a Spec, preload: bool) -> Chain<'a> {
+        let port = common::free_port();
+        let inst = spec.start_ready(port, preload);
+        Chain {
+            spec,
+            preload,
+            port,
+            inst,
+            s: Series::default(),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        if self.preload {
+            START_TIMEOUT
+        } else {
+            CONTROL_TIMEOUT
+        }
+    }
+
+    fn start_afresh(&mut self) {
+        self.port = common::free_port();
+        let fresh = self.spec.start_ready(self.port, self.preload);
+        drop(std::mem::replace(&mut self.inst, fresh).finish());
+    }
+
+    /// Restart `i` (from 0): TIME_WAIT left on the port, checked in the kernel's table (before
+    /// the kill, outside the timed window: the read takes milliseconds, TIME_WAIT lasts 60 s),
+    /// then the restart.
+    fn restart(&mut self, i: usize) {
+        common::leave_time_wait(HOST, self.port, 2);
+        time_wait_at_restart(&mut self.s, &self.spec.name, self.port);
+        self.s.attempts += 1;
+        match &self.spec.restart {
+            Restart::Harness { workers } => self.harness_restart(i, *workers),
+            Restart::Nodemon { watched, comment } => {
+                self.nodemon_restart(i, &watched[self.preload as usize], comment)
+            }
+            Restart::MasterKilled => unreachable!("outliving servers have their own series"),
+        }
+    }
+
+    /// The harness kills it (SIGTERM on even cycles, SIGKILL on odd ones) and starts it again
+    /// at once on the same port.
+    fn harness_restart(&mut self, i: usize, workers: bool) {
+        let sig = if i % 2 == 0 {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
+        let dead = stop(&mut self.inst, sig, workers && sig == libc::SIGKILL);
+        let mut next = self.spec.launch(self.port, self.preload);
+        match wait_ready(&mut next, self.port, self.timeout(), Accept::OwnGroup, None) {
+            Ok(t) => {
+                self.s.ok += 1;
+                self.s.times.push(t - dead);
+                drop(std::mem::replace(&mut self.inst, next).finish());
+            }
+            Err(why) => {
+                let log = next.finish();
+                let what = format!("cycle {} ({})", i + 1, signal_name(sig));
+                self.s.failed(what, &why, &log);
+                self.start_afresh();
+            }
+        }
+    }
+
+    /// nodemon restarts it on a change of the watched file: the old app must be gone and a
+    /// new one answer; nodemon's "app crashed - waiting for file changes" is a failed restart.
+    fn nodemon_restart(&mut self, i: usize, watched: &Path, comment: &str) {
+        let old = self
+            .inst
             .answered_by
             .expect("the app names its PID in its answers");
-        time_wait_at_restart(&mut s, &spec.name, port);
-        let mark = inst.log_len();
+        let mark = self.inst.log_len();
         change(watched, comment, i + 1);
-        s.attempts += 1;
         let Some(dead) = wait_gone(old, STOP_TIMEOUT) else {
             panic!(
                 "{}: nodemon did not stop the old app (PID {old}) within {STOP_TIMEOUT:?} of \
                  a file change; output:\n{}",
-                spec.name,
-                inst.log_since(0)
+                self.spec.name,
+                self.inst.log_since(0)
             );
         };
+        let crash = Some(("app crashed", mark));
+        let timeout = self.timeout();
         match wait_ready(
-            &mut inst,
-            port,
+            &mut self.inst,
+            self.port,
             timeout,
             Accept::NotFrom(old),
-            Some(("app crashed", mark)),
+            crash,
         ) {
             Ok(t) => {
-                s.ok += 1;
-                s.times.push(t - dead);
+                self.s.ok += 1;
+                self.s.times.push(t - dead);
             }
             Err(why) => {
                 // Let the app's last lines arrive before reading them.
                 std::thread::sleep(Duration::from_millis(100));
-                let log = inst.log_since(mark);
-                s.failed(format!("change {}", i + 1), &why, &log);
-                port = common::free_port();
-                let fresh = spec.start_ready(port, preload);
-                drop(std::mem::replace(&mut inst, fresh).finish());
+                let log = self.inst.log_since(mark);
+                self.s.failed(format!("change {}", i + 1), &why, &log);
+                self.start_afresh();
             }
         }
     }
-    drop(inst.finish());
-    std::fs::write(watched, original).expect("restoring the watched file");
-    s
-}
 
-fn series(spec: &Spec, preload: bool, n: usize) -> Series {
-    match &spec.restart {
-        Restart::Harness { workers } => harness_series(spec, *workers, preload, n),
-        Restart::Nodemon { watched, comment } => nodemon_series(spec, watched, comment, preload, n),
-        Restart::MasterKilled => unreachable!("outliving servers have their own series"),
+    fn end(self) -> Series {
+        drop(self.inst.finish());
+        self.s
     }
 }
 
-/// Starts on a fresh port, with the library: spawn to first answer.
-fn cold_starts(spec: &Spec) -> Vec<Duration> {
-    (0..COLD_STARTS)
-        .map(|_| {
-            let port = common::free_port();
-            let t0 = Instant::now();
-            let mut inst = spec.launch(port, true);
-            let r = wait_ready(&mut inst, port, START_TIMEOUT, Accept::OwnGroup, None);
-            let log = inst.finish();
-            match r {
-                Ok(t) => t - t0,
-                Err(why) => panic!("{}: cold start failed: {why}; output:\n{log}", spec.name),
-            }
-        })
-        .collect()
+/// One start on a fresh port, with the library: spawn to first answer.
+fn cold_start(spec: &Spec) -> Duration {
+    let port = common::free_port();
+    let t0 = Instant::now();
+    let mut inst = spec.launch(port, true);
+    let r = wait_ready(&mut inst, port, START_TIMEOUT, Accept::OwnGroup, None);
+    let log = inst.finish();
+    match r {
+        Ok(t) => t - t0,
+        Err(why) => panic!("{}: cold start failed: {why}; output:\n{log}", spec.name),
+    }
+}
+
+/// N restarts with the library and N without, interleaved (one of each in turn, so a change
+/// of the machine's load falls on both alike), and the cold starts among them.
+fn interleaved(spec: &Spec, n: usize) -> (Series, Series, Vec<Duration>) {
+    let mut with = Chain::new(spec, true);
+    let mut without = Chain::new(spec, false);
+    let mut cold = Vec::new();
+    for i in 0..n.max(COLD_STARTS) {
+        if i < n {
+            with.restart(i);
+            without.restart(i);
+        }
+        if i < COLD_STARTS {
+            cold.push(cold_start(spec));
+        }
+    }
+    (with.end(), without.end(), cold)
 }
 
 /// PIDs of the processes that hold a listening socket on `port`: the socket inodes from the
@@ -784,9 +812,7 @@ pub fn restart_case(make: impl FnOnce() -> Option<Spec>) {
     let _finished = Finished;
     let Some(spec) = make() else { return };
     let n = cycles();
-    let cold = cold_starts(&spec);
-    let with = series(&spec, true, n);
-    let without = series(&spec, false, n);
+    let (with, without, cold) = interleaved(&spec, n);
     let restarted_by = match &spec.restart {
         Restart::Harness { workers: false } => "harness: SIGTERM / SIGKILL",
         Restart::Harness { workers: true } => "harness: SIGTERM master / SIGKILL group",

@@ -370,15 +370,25 @@ pub fn nginx_workers() -> Option<Spec> {
     nginx_spec(13, Restart::MasterKilled, "nginx-workers")
 }
 
-/// nodemon restarting examples/node/app.js with examples/node/nodemon.json, both copied to a
-/// folder of their own (the harness changes the watched file).
+/// Two folders, without the library ([0]) and with it ([1]), each with copies of `files` from
+/// examples/`example`: the harness changes the watched file in one of them at a time.
+fn example_copies(tag: &str, example: &str, files: &[&str]) -> (TempDir, [PathBuf; 2]) {
+    let dir = TempDir::new(tag);
+    let dirs = [dir.path().join("without"), dir.path().join("with")];
+    for d in &dirs {
+        std::fs::create_dir_all(d).expect("example folder");
+        for f in files {
+            std::fs::copy(examples().join(example).join(f), d.join(f)).expect("copy example");
+        }
+    }
+    (dir, dirs)
+}
+
+/// nodemon restarting examples/node/app.js with examples/node/nodemon.json.
 pub fn nodemon_node_app() -> Option<Spec> {
     let nodemon = nodemon()?;
-    let dir = TempDir::new("nodemon-node");
-    for f in ["app.js", "nodemon.json"] {
-        std::fs::copy(examples().join("node").join(f), dir.path().join(f)).expect("copy example");
-    }
-    let cwd = dir.path().to_path_buf();
+    let (dir, dirs) = example_copies("nodemon-node", "node", &["app.js", "nodemon.json"]);
+    let watched = dirs.clone().map(|d| d.join("app.js"));
     Some(Spec {
         order: 9,
         name: format!(
@@ -387,12 +397,12 @@ pub fn nodemon_node_app() -> Option<Spec> {
         ),
         own_reuseaddr: true,
         restart: Restart::Nodemon {
-            watched: dir.path().join("app.js"),
+            watched,
             comment: "//",
         },
         launch: Box::new(move |port, preload| {
             let mut c = common::command(&nodemon, preload);
-            c.current_dir(&cwd)
+            c.current_dir(&dirs[preload as usize])
                 .env("PORT", port.to_string())
                 .env_remove("HOST");
             c
@@ -405,10 +415,8 @@ pub fn nodemon_node_app() -> Option<Spec> {
 /// real interpreter's path for `python3`, as everywhere in the tests).
 pub fn nodemon_python_app() -> Option<Spec> {
     let nodemon = nodemon()?;
-    let dir = TempDir::new("nodemon-python");
-    std::fs::copy(examples().join("python/app.py"), dir.path().join("app.py"))
-        .expect("copy example");
-    let cwd = dir.path().to_path_buf();
+    let (dir, dirs) = example_copies("nodemon-python", "python", &["app.py"]);
+    let watched = dirs.clone().map(|d| d.join("app.py"));
     let py = common::python();
     Some(Spec {
         order: 10,
@@ -418,12 +426,12 @@ pub fn nodemon_python_app() -> Option<Spec> {
         ),
         own_reuseaddr: false,
         restart: Restart::Nodemon {
-            watched: dir.path().join("app.py"),
+            watched,
             comment: "#",
         },
         launch: Box::new(move |port, preload| {
             let mut c = common::command(&nodemon, preload);
-            c.current_dir(&cwd)
+            c.current_dir(&dirs[preload as usize])
                 .args(["--watch", "app.py", "--signal", "SIGTERM", "--exec"])
                 .arg(format!("{} app.py", py.display()))
                 .env("PORT", port.to_string())
