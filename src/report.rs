@@ -14,7 +14,40 @@ pub fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// A daemon that closed its stderr may have had descriptor 2 reused for a network
+/// connection; a log line written there would go to a client. Unix sockets (journald's
+/// stderr under systemd), pipes, files and terminals are fine.
+fn stderr_is_inet_socket() -> bool {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        let mut v: libc::c_int = 0;
+        let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len outlive the call; a non-socket just fails with ENOTSOCK.
+        let rc = unsafe {
+            libc::getsockopt(
+                2,
+                libc::SOL_SOCKET,
+                libc::SO_DOMAIN,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        rc == 0 && (v == libc::AF_INET || v == libc::AF_INET6)
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: a zeroed sockaddr_storage is valid; a non-socket fails with ENOTSOCK.
+        let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+        let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc = unsafe { libc::getsockname(2, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+        rc == 0 && (ss.ss_family as i32 == libc::AF_INET || ss.ss_family as i32 == libc::AF_INET6)
+    }
+}
+
 fn emit(line: &mut Line) {
+    if stderr_is_inet_socket() {
+        return;
+    }
     let bytes = line.finish();
     // SAFETY: bytes is a valid buffer of that length.
     unsafe {

@@ -451,3 +451,29 @@ fn a_bind_before_the_librarys_constructor_is_handled() {
         "{err}"
     );
 }
+
+#[test]
+fn no_log_line_goes_to_a_network_connection_on_descriptor_2() {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    if probe().is_none() {
+        return;
+    }
+    // A daemon whose descriptor 2 ended up a TCP connection: the library must stay silent
+    // rather than write into a client's stream.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let mut c = command(probe().unwrap(), true);
+    c.env("REUSE_LOG", "debug");
+    c.args(["bind", "4", "tcp", "127.0.0.1", &free_port().to_string()]);
+    c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+    c.stderr(std::process::Stdio::from(OwnedFd::from(client)));
+    let out = c.output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reuseaddr=1"));
+    assert!(out.stderr.is_empty(), "stderr was the connection, not a pipe");
+    peer.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut got = Vec::new();
+    let _ = peer.read_to_end(&mut got);
+    assert!(got.is_empty(), "written to the connection: {}", String::from_utf8_lossy(&got));
+}
