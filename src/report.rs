@@ -39,7 +39,9 @@ fn stderr_is_inet_socket() -> bool {
         // SAFETY: a zeroed sockaddr_storage is valid; a non-socket fails with ENOTSOCK.
         let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
         let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let rc = unsafe { libc::getsockname(2, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+        let rc = unsafe {
+            libc::getsockname(2, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len)
+        };
         rc == 0 && (ss.ss_family as i32 == libc::AF_INET || ss.ss_family as i32 == libc::AF_INET6)
     }
 }
@@ -75,24 +77,8 @@ pub fn config_error(e: &ConfigError<'_>) {
 pub fn applied(ep: &Endpoint, t: Transport, o: &Options) {
     at(Level::Info, |l| {
         write!(l, "{ep} {}: ", t.name())?;
-        write_options(l, o)
+        o.write_as(l, true)
     });
-}
-
-pub fn write_options(l: &mut Line, o: &Options) -> core::fmt::Result {
-    let mut sep = "";
-    if o.addr {
-        l.write_str("SO_REUSEADDR")?;
-        sep = ", ";
-    }
-    if o.port {
-        write!(l, "{sep}SO_REUSEPORT")?;
-        sep = ", ";
-    }
-    if let Some(s) = o.linger {
-        write!(l, "{sep}SO_LINGER {s}s")?;
-    }
-    Ok(())
 }
 
 pub fn left(ep: &Endpoint, t: Option<Transport>, why: LeaveReason) {

@@ -178,21 +178,42 @@ impl Options {
     };
 }
 
-impl fmt::Display for Options {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
+impl Options {
+    /// Writes the options as REUSE_OPTIONS spells them (`addr,port,linger=5`), or, with
+    /// `kernel_names`, as the log does (`SO_REUSEADDR, SO_REUSEPORT, SO_LINGER 5s`).
+    pub fn write_as(&self, f: &mut dyn fmt::Write, kernel_names: bool) -> fmt::Result {
+        let (addr, port, sep) = if kernel_names {
+            ("SO_REUSEADDR", "SO_REUSEPORT", ", ")
+        } else {
+            ("addr", "port", ",")
+        };
+        let mut first = true;
+        let mut item = |f: &mut dyn fmt::Write, args: fmt::Arguments<'_>| {
+            let r = if first {
+                f.write_fmt(args)
+            } else {
+                write!(f, "{sep}{args}")
+            };
+            first = false;
+            r
+        };
         if self.addr {
-            f.write_str("addr")?;
-            sep = ",";
+            item(f, format_args!("{addr}"))?;
         }
         if self.port {
-            write!(f, "{sep}port")?;
-            sep = ",";
+            item(f, format_args!("{port}"))?;
         }
-        if let Some(s) = self.linger {
-            write!(f, "{sep}linger={s}")?;
+        match (self.linger, kernel_names) {
+            (Some(s), true) => item(f, format_args!("SO_LINGER {s}s")),
+            (Some(s), false) => item(f, format_args!("linger={s}")),
+            (None, _) => Ok(()),
         }
-        Ok(())
+    }
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_as(f, false)
     }
 }
 
@@ -682,6 +703,21 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn options_spelled_both_ways() {
+        let o = parse_options(b"addr,port,linger=5").unwrap();
+        assert_eq!(o.to_string(), "addr,port,linger=5");
+        let mut s = String::new();
+        o.write_as(&mut s, true).unwrap();
+        assert_eq!(s, "SO_REUSEADDR, SO_REUSEPORT, SO_LINGER 5s");
+        let mut s = String::new();
+        parse_options(b"linger=0")
+            .unwrap()
+            .write_as(&mut s, true)
+            .unwrap();
+        assert_eq!(s, "SO_LINGER 0s");
     }
 
     #[test]
