@@ -139,19 +139,7 @@ fn no_connection_is_refused_while_a_python_server_restarts_15_times() {
 
 #[test]
 fn no_connection_is_refused_while_nodemon_restarts_a_node_app_15_times() {
-    let Some(node) = require("node", "apt-get install nodejs") else {
-        return;
-    };
-    let nodemon = repo_root().join("tests/node/node_modules/.bin/nodemon");
-    if !nodemon.exists() {
-        assert!(
-            !in_ci(),
-            "nodemon is required under CI=true: .ci/install (npm ci in tests/node)"
-        );
-        eprintln!("SKIP: nodemon missing; run .ci/install");
-        return;
-    }
-    let _ = node;
+    let Some(nodemon) = nodemon() else { return };
     let dir = temp_dir("nodemon");
     std::fs::copy(repo_root().join("examples/node/app.js"), dir.join("app.js")).unwrap();
     std::fs::copy(

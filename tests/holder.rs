@@ -240,18 +240,7 @@ fn the_wait_costs_nothing_when_the_port_is_free() {
 /// EADDRINUSE; with REUSE_WAIT_MS the next instance waits for the port and comes back.
 #[test]
 fn nodemon_restarts_an_app_that_keeps_its_port_a_second_only_with_the_wait() {
-    let nodemon = repo_root().join("tests/node/node_modules/.bin/nodemon");
-    if require("node", "apt-get install nodejs").is_none() {
-        return;
-    }
-    if !nodemon.exists() {
-        assert!(
-            !in_ci(),
-            "nodemon is required under CI=true: .ci/install (npm ci in tests/node)"
-        );
-        eprintln!("SKIP: nodemon missing; run .ci/install");
-        return;
-    }
+    let Some(nodemon) = nodemon() else { return };
     let dir = std::env::temp_dir().join(format!("reuse-slow-release-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let app = dir.join("app.py");

@@ -329,3 +329,19 @@ pub fn build_c(src: &str, out_name: &str, compiler: &str) -> Option<PathBuf> {
     assert!(status.success(), "building {src} failed");
     Some(out)
 }
+
+/// nodemon as `.ci/install` puts it (`npm ci` in tests/node); None (skip) when missing
+/// locally, a failure under CI=true.
+pub fn nodemon() -> Option<PathBuf> {
+    require("node", "apt-get install nodejs")?;
+    let p = repo_root().join("tests/node/node_modules/.bin/nodemon");
+    if !p.exists() {
+        assert!(
+            !in_ci(),
+            "nodemon is required under CI=true: .ci/install (npm ci in tests/node)"
+        );
+        eprintln!("SKIP: nodemon missing; run .ci/install");
+        return None;
+    }
+    Some(p)
+}
