@@ -1045,19 +1045,26 @@ fn machine() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    format!("{cpus} CPUs (nproc), Linux {kernel}, {os}, {date}")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string();
+    format!("{cpus} CPUs (nproc), Linux {kernel}, {os}, {date}, load average {load} when written")
 }
 
 impl Table {
     fn render(&self) -> String {
         let n = cycles();
         let mut s = format!(
-            "Rapid-restart harness: {n} restart cycles per server (REUSE_HARNESS_CYCLES), each \
-             with TIME_WAIT sockets on the port (the fewest seen at a restart is shown), cycles \
-             alternating SIGTERM and SIGKILL; restart to ready = the old instance's death to the \
-             first answered request (median); cold start = spawn to first answer on a fresh \
-             port, with libreuse (median of {COLD_STARTS}). Without libreuse, one attempt per \
-             cycle with a {}-s readiness timeout.\nMachine: {}.\n\n",
+            "Rapid-restart harness: {n} restart cycles per server (REUSE_HARNESS_CYCLES) with \
+             libreuse and {n} without, interleaved, each with TIME_WAIT sockets on the port (the \
+             fewest seen at a restart is shown), cycles alternating SIGTERM and SIGKILL; restart \
+             to ready = the old instance's death to the first answered request (median); cold \
+             start = spawn to first answer on a fresh port, with libreuse (median of \
+             {COLD_STARTS}). Without libreuse, one attempt per cycle with a {}-s readiness \
+             timeout.\nMachine: {}.\n\n",
             CONTROL_TIMEOUT.as_secs(),
             machine()
         );

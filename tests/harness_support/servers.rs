@@ -290,9 +290,10 @@ pub fn socat() -> Option<Spec> {
 pub fn legacy_c() -> Option<Spec> {
     let bin = common::build_c("examples/legacy-c/server.c", "legacy-c-server", "cc")?;
     let cc = first_line(Command::new("cc").arg("--version"));
+    let cc = cc.rsplit(' ').next().unwrap_or("?");
     Some(Spec {
         order: 7,
-        name: format!("legacy C server (examples/legacy-c/server.c; {cc})"),
+        name: format!("legacy C server (examples/legacy-c/server.c, cc {cc})"),
         own_reuseaddr: false,
         restart: Restart::Harness { workers: false },
         launch: Box::new(move |port, preload| {
