@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{
-    change, stop, wait_gone, wait_ready, Accept, Instance, TempDir, HOST, START_TIMEOUT,
-    STOP_TIMEOUT,
-};
+use super::{change_until_gone, stop, wait_ready, Accept, Instance, TempDir, HOST, START_TIMEOUT};
 use crate::common;
 
 /// The examples, each with the file nodemon watches there.
@@ -137,9 +134,8 @@ pub fn run_all() {
                     common::leave_time_wait(HOST, port, 2);
                     let old = inst.answered_by.expect("the example names its PID");
                     let mark = inst.log_len();
-                    change(&file, comment, n);
                     assert!(
-                        wait_gone(old, STOP_TIMEOUT).is_some(),
+                        change_until_gone(&file, comment, n, old).is_some(),
                         "`{name}`: nodemon did not stop PID {old}"
                     );
                     if let Err(why) = wait_ready(
