@@ -1,7 +1,10 @@
 /* A small C program the library tests run under LD_PRELOAD: it makes the libc calls a
  * server makes and prints what the kernel then says about its sockets.
  *
- *   probe bind 4|6 tcp|udp ADDR PORT   socket+bind, print rc, errno and the options
+ *   probe bind 4|6 tcp|udp ADDR PORT [loaded]
+ *                                      socket+bind, print rc, errno and the options; with
+ *                                      `loaded`, add loaded=0|1: whether /proc/self/maps
+ *                                      shows libreuse mapped into this process
  *   probe unix PATH                    bind a Unix socket, print its SO_REUSEADDR
  *   probe serve 4|6 ADDR PORT          a legacy server: no SO_REUSEADDR, answers HTTP/1.0
  *                                      and closes first, until killed
@@ -10,6 +13,9 @@
  *   probe listen 4 ADDR PORT           bind+listen and wait to be killed
  *   probe forkserve 4 ADDR PORT        bind+listen, fork a worker that serves on the same
  *                                      socket; print the worker's PID; wait
+ *   probe bigserve 4 ADDR PORT BYTES   a legacy server that, for each connection, writes
+ *                                      BYTES bytes (byte i is i % 251) without reading, and
+ *                                      closes at once; until killed
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,15 +55,29 @@ static int opt(int fd, int name) {
     return v;
 }
 
-static void print_opts(int fd) {
+static void print_opts_then(int fd, const char *tail) {
     struct linger lg = {0, 0};
     socklen_t l = sizeof lg;
     getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l);
-    printf("reuseaddr=%d reuseport=%d linger=%d,%d\n", opt(fd, SO_REUSEADDR) != 0,
-           opt(fd, SO_REUSEPORT) != 0, lg.l_onoff != 0, lg.l_linger);
+    printf("reuseaddr=%d reuseport=%d linger=%d,%d%s\n", opt(fd, SO_REUSEADDR) != 0,
+           opt(fd, SO_REUSEPORT) != 0, lg.l_onoff != 0, lg.l_linger, tail);
 }
 
-static int do_bind(int fam, const char *proto, const char *host, int port) {
+static void print_opts(int fd) { print_opts_then(fd, ""); }
+
+/* Whether the loader mapped libreuse into this process (it may map it and the library still
+ * stay inert, as in secure execution). */
+static int libreuse_mapped(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[4096];
+    int found = 0;
+    if (!f) return 0;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, "libreuse") != NULL;
+    fclose(f);
+    return found;
+}
+
+static int do_bind(int fam, const char *proto, const char *host, int port, int show_loaded) {
     int type = strcmp(proto, "udp") == 0 ? SOCK_DGRAM : SOCK_STREAM;
     int fd = socket(fam == 4 ? AF_INET : AF_INET6, type | SOCK_CLOEXEC, 0);
     if (fd < 0) { perror("socket"); return 2; }
@@ -69,7 +89,7 @@ static int do_bind(int fam, const char *proto, const char *host, int port) {
     int rc = bind(fd, (struct sockaddr *)&ss, len);
     int e = errno;
     printf("rc=%d errno=%d ", rc, e);
-    print_opts(fd);
+    print_opts_then(fd, show_loaded ? (libreuse_mapped() ? " loaded=1" : " loaded=0") : "");
     close(fd);
     return 0;
 }
@@ -121,6 +141,40 @@ static int do_serve(int fam, const char *host, int port, int mode) {
         const char *r = "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
         (void)write(c, r, strlen(r));
         close(c); /* the server closes first: TIME_WAIT stays on its port */
+    }
+}
+
+/* For each connection: BYTES bytes, then close at once, the request never read (so an
+ * ordinary close sends FIN, not a reset for unread data). */
+static int do_bigserve(int fam, const char *host, int port, long bytes) {
+    signal(SIGPIPE, SIG_IGN);
+    int fd = socket(fam == 4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (make_addr(fam, host, port, &ss, &len)) return 2;
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        fprintf(stderr, "bind: %s (errno %d)\n", strerror(errno), errno);
+        return 98;
+    }
+    if (listen(fd, 64) != 0) { perror("listen"); return 3; }
+    static unsigned char chunk[251 * 256];
+    for (size_t i = 0; i < sizeof chunk; i++) chunk[i] = (unsigned char)(i % 251);
+    printf("ready\n");
+    fflush(stdout);
+    for (;;) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        long sent = 0;
+        while (sent < bytes) {
+            size_t off = (size_t)(sent % 251);
+            size_t n = sizeof chunk - off;
+            if ((long)n > bytes - sent) n = (size_t)(bytes - sent);
+            ssize_t w = write(c, chunk + off, n);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) break;
+            sent += w;
+        }
+        close(c);
     }
 }
 
@@ -178,7 +232,8 @@ static int do_dup2(int port) {
 
 int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
-        return do_bind(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]));
+        return do_bind(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]),
+                       argc >= 7 && strcmp(argv[6], "loaded") == 0);
     if (argc >= 3 && strcmp(argv[1], "unix") == 0) return do_unix(argv[2]);
     if (argc >= 5 && strcmp(argv[1], "serve") == 0)
         return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 0);
@@ -186,6 +241,8 @@ int main(int argc, char **argv) {
         return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 1);
     if (argc >= 5 && strcmp(argv[1], "forkserve") == 0)
         return do_serve(atoi(argv[2]), argv[3], atoi(argv[4]), 2);
+    if (argc >= 6 && strcmp(argv[1], "bigserve") == 0)
+        return do_bigserve(atoi(argv[2]), argv[3], atoi(argv[4]), atol(argv[5]));
     if (argc >= 4 && strcmp(argv[1], "threads") == 0) return do_threads(atoi(argv[2]), atoi(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "dup2") == 0) return do_dup2(atoi(argv[2]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");
