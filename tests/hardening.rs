@@ -324,6 +324,24 @@ fn restart_cycles_of_a_legacy_server_never_fail() {
         assert!(failures.len() < 20, "{failures:#?}");
     }
     let took = t0.elapsed();
+    // The control: the same server without the library cannot bind through what the cycles
+    // left on the port.
+    let mut c = command(&p, false);
+    c.args(["serve", "4", "127.0.0.1", &ps]);
+    let mut control = Group::start(&mut c);
+    let waited = Instant::now();
+    let status = loop {
+        match control.0.try_wait() {
+            Ok(Some(s)) => break s.code(),
+            _ if waited.elapsed() > Duration::from_secs(10) => break None,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let err = control.kill();
+    assert!(
+        status == Some(98) && err.contains("errno 98"),
+        "without the library the restart must fail: {status:?} {err}"
+    );
     eprintln!(
         "restart cycles: {cycles} run, {} failed, in {:.1} s ({checked_time_wait} checked for TIME_WAIT; {} TIME_WAIT sockets on the port now)",
         failures.len(),
