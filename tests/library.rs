@@ -467,13 +467,22 @@ fn no_log_line_goes_to_a_network_connection_on_descriptor_2() {
     let mut c = command(probe().unwrap(), true);
     c.env("REUSE_LOG", "debug");
     c.args(["bind", "4", "tcp", "127.0.0.1", &free_port().to_string()]);
-    c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
     c.stderr(std::process::Stdio::from(OwnedFd::from(client)));
     let out = c.output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("reuseaddr=1"));
-    assert!(out.stderr.is_empty(), "stderr was the connection, not a pipe");
-    peer.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "stderr was the connection, not a pipe"
+    );
+    peer.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut got = Vec::new();
     let _ = peer.read_to_end(&mut got);
-    assert!(got.is_empty(), "written to the connection: {}", String::from_utf8_lossy(&got));
+    assert!(
+        got.is_empty(),
+        "written to the connection: {}",
+        String::from_utf8_lossy(&got)
+    );
 }
