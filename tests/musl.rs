@@ -15,10 +15,16 @@ const TARGET: &str = "x86_64-unknown-linux-musl";
 /// of its own (the test's cargo holds the lock on the main one).
 fn musl_library() -> Option<PathBuf> {
     require("musl-gcc", "apt-get install musl-tools")?;
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-        assert!(!in_ci(), "the {TARGET} target is required under CI=true: rustup target add {TARGET}");
+        assert!(
+            !in_ci(),
+            "the {TARGET} target is required under CI=true: rustup target add {TARGET}"
+        );
         eprintln!("SKIP: rustup target add {TARGET}");
         return None;
     }
@@ -27,12 +33,24 @@ fn musl_library() -> Option<PathBuf> {
     let out = run(
         Command::new(cargo)
             .current_dir(repo_root())
-            .args(["build", "--release", "--lib", "-p", "reuse", "--target", TARGET])
+            .args([
+                "build",
+                "--release",
+                "--lib",
+                "-p",
+                "reuse",
+                "--target",
+                TARGET,
+            ])
             .arg("--target-dir")
             .arg(&target_dir),
         Duration::from_secs(600),
     );
-    assert!(out.status.success(), "musl build failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "musl build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(target_dir.join(TARGET).join("release/libreuse.so"))
 }
 
@@ -40,15 +58,26 @@ fn musl_library() -> Option<PathBuf> {
 fn a_musl_legacy_server_restarts_through_time_wait_under_the_musl_library() {
     let Some(lib) = musl_library() else { return };
     // It names musl's libc and nothing else: no glibc, no libgcc_s.
-    let elf = run(Command::new("readelf").arg("-d").arg(&lib), Duration::from_secs(10));
+    let elf = run(
+        Command::new("readelf").arg("-d").arg(&lib),
+        Duration::from_secs(10),
+    );
     let dynamic = String::from_utf8_lossy(&elf.stdout);
     let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
     assert_eq!(needed.len(), 1, "{dynamic}");
     assert!(needed[0].contains("[libc.so]"), "{dynamic}");
 
-    let Some(server) = build_c("tests/c/probe.c", "probe-musl", "musl-gcc") else { return };
-    let interp = run(Command::new("readelf").arg("-l").arg(&server), Duration::from_secs(10));
-    assert!(String::from_utf8_lossy(&interp.stdout).contains("ld-musl"), "not a musl program");
+    let Some(server) = build_c("tests/c/probe.c", "probe-musl", "musl-gcc") else {
+        return;
+    };
+    let interp = run(
+        Command::new("readelf").arg("-l").arg(&server),
+        Duration::from_secs(10),
+    );
+    assert!(
+        String::from_utf8_lossy(&interp.stdout).contains("ld-musl"),
+        "not a musl program"
+    );
 
     let start = |preload: bool, port: u16| {
         let mut c = command(&server, false);
@@ -69,10 +98,19 @@ fn a_musl_legacy_server_restarts_through_time_wait_under_the_musl_library() {
         let answered = wait_http("127.0.0.1", port, Duration::from_secs(3)).is_some();
         let err = second.stderr_text();
         if preload {
-            assert!(answered, "under the musl library the restart must work: {err}");
-            assert!(err.contains(&format!("127.0.0.1:{port} tcp: SO_REUSEADDR")), "{err}");
+            assert!(
+                answered,
+                "under the musl library the restart must work: {err}"
+            );
+            assert!(
+                err.contains(&format!("127.0.0.1:{port} tcp: SO_REUSEADDR")),
+                "{err}"
+            );
         } else {
-            assert!(!answered && err.contains("errno 98"), "control must fail: {err}");
+            assert!(
+                !answered && err.contains("errno 98"),
+                "control must fail: {err}"
+            );
         }
     }
 }
