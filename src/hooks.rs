@@ -33,6 +33,18 @@ pub unsafe extern "C" fn reuse_close(fd: c_int) -> c_int {
     real::close()(fd)
 }
 
+/// `dup()`: the new number names the same socket. Without this, a number whose last socket
+/// was closed behind libc's back (`fclose` of an `fdopen`ed socket, a raw close) would keep
+/// that socket's kind.
+#[cfg_attr(not(target_vendor = "apple"), export_name = "dup")]
+pub unsafe extern "C" fn reuse_dup(old: c_int) -> c_int {
+    let new = real::dup()(old);
+    if new >= 0 {
+        socket_kinds::copy(old, new);
+    }
+    new
+}
+
 #[cfg_attr(not(target_vendor = "apple"), export_name = "dup2")]
 pub unsafe extern "C" fn reuse_dup2(old: c_int, new: c_int) -> c_int {
     if old != new {
@@ -202,7 +214,7 @@ mod interpose {
 
     #[used]
     #[link_section = "__DATA,__interpose"]
-    static INTERPOSE: [Interpose; 4] = [
+    static INTERPOSE: [Interpose; 5] = [
         Interpose {
             replacement: reuse_socket as *const c_void,
             original: libc::socket as *const c_void,
@@ -214,6 +226,10 @@ mod interpose {
         Interpose {
             replacement: reuse_close as *const c_void,
             original: libc::close as *const c_void,
+        },
+        Interpose {
+            replacement: reuse_dup as *const c_void,
+            original: libc::dup as *const c_void,
         },
         Interpose {
             replacement: reuse_dup2 as *const c_void,

@@ -12,6 +12,7 @@ use libc::{c_int, sockaddr, socklen_t};
 pub type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 pub type BindFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 pub type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+pub type DupFn = unsafe extern "C" fn(c_int) -> c_int;
 pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 #[cfg(not(target_vendor = "apple"))]
 pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
@@ -53,17 +54,18 @@ mod elf {
     real!(socket, SOCKET, "socket", SocketFn, fallback::socket);
     real!(bind, BIND, "bind", BindFn, fallback::bind);
     real!(close, CLOSE, "close", CloseFn, fallback::close);
+    real!(dup, DUP, "dup", DupFn, fallback::dup);
     real!(dup2, DUP2, "dup2", Dup2Fn, fallback::dup2);
     real!(dup3, DUP3, "dup3", Dup3Fn, fallback::dup3);
 
     /// Binds every symbol now, from the constructor, so that no hook resolves on a hot path.
     pub fn resolve_all() {
-        let _ = (socket(), bind(), close(), dup2(), dup3());
+        let _ = (socket(), bind(), close(), dup(), dup2(), dup3());
     }
 
     mod fallback {
         use super::*;
-        use libc::{c_long, syscall, SYS_bind, SYS_close, SYS_dup3, SYS_socket};
+        use libc::{c_long, syscall, SYS_bind, SYS_close, SYS_dup, SYS_dup3, SYS_socket};
 
         pub unsafe extern "C" fn socket(d: c_int, t: c_int, p: c_int) -> c_int {
             syscall(SYS_socket, d as c_long, t as c_long, p as c_long) as c_int
@@ -73,6 +75,9 @@ mod elf {
         }
         pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             syscall(SYS_close, fd as c_long) as c_int
+        }
+        pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+            syscall(SYS_dup, fd as c_long) as c_int
         }
         pub unsafe extern "C" fn dup3(a: c_int, b: c_int, f: c_int) -> c_int {
             syscall(SYS_dup3, a as c_long, b as c_long, f as c_long) as c_int
@@ -105,6 +110,9 @@ mod macho {
     }
     pub fn close() -> CloseFn {
         libc::close
+    }
+    pub fn dup() -> DupFn {
+        libc::dup
     }
     pub fn dup2() -> Dup2Fn {
         libc::dup2

@@ -224,6 +224,18 @@ fn a_socket_moved_by_dup2_keeps_its_own_kind() {
 }
 
 #[test]
+fn a_socket_dup_ed_onto_a_number_freed_inside_libc_keeps_its_own_kind() {
+    if probe().is_none() {
+        return;
+    }
+    let (out, _) = run_probe(true, &[], &["dupstale", &free_port().to_string()]);
+    assert_eq!(
+        out, "rc=0 reuseaddr=1 reuseport=0 linger=0,0",
+        "a TCP socket taken for the UDP socket that had the number"
+    );
+}
+
+#[test]
 fn a_live_listener_is_never_masked() {
     let Some(p) = probe() else { return };
     let port = free_port();
@@ -379,12 +391,7 @@ fn thirty_two_threads_binding_at_once() {
         return;
     }
     // 32 distinct free ports, consecutive, so each thread has its own.
-    let base = loop {
-        let b = free_port();
-        if (b..b + 32).all(|p| sockets_on_port(p).is_empty()) {
-            break b;
-        }
-    };
+    let base = free_block(32);
     let (out, err) = run_probe(true, &[], &["threads", "32", &base.to_string()]);
     assert_eq!(out, "threads=32 failed=0 without_reuseaddr=0", "{err}");
 }
@@ -410,7 +417,11 @@ fn the_host_runs_normally_with_the_library_loaded() {
             .filter_map(|l| l.split_whitespace().nth(2))
             .collect();
         names.sort();
-        assert_eq!(names, ["bind", "close", "dup2", "dup3", "socket"], "{text}");
+        assert_eq!(
+            names,
+            ["bind", "close", "dup", "dup2", "dup3", "socket"],
+            "{text}"
+        );
     }
 }
 

@@ -9,6 +9,8 @@
  *   probe serve 4|6 ADDR PORT          a legacy server: no SO_REUSEADDR, answers HTTP/1.0
  *                                      and closes first, until killed
  *   probe threads N PORT0              N threads bind PORT0+i at once; print the failures
+ *   probe dupstale PORT                a TCP socket dup()ed onto a number glibc freed inside
+ *                                      fclose(), bound
  *   probe dup2 PORT                    a UDP socket dup2()ed over a closed TCP slot, bound
  *   probe listen 4 ADDR PORT           bind+listen and wait to be killed
  *   probe forkserve 4 ADDR PORT        bind+listen, fork a worker that serves on the same
@@ -230,6 +232,27 @@ static int do_dup2(int port) {
     return 0;
 }
 
+/* A number freed behind libc's back (fclose of an fdopen()ed UDP socket closes it inside
+ * glibc, not through close()) and taken again by dup() of a TCP socket: the library must
+ * see TCP there. */
+static int do_dup_stale(int port) {
+    int tcp = socket(AF_INET, SOCK_STREAM, 0);
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    FILE *f = fdopen(udp, "r+");
+    if (!f) { perror("fdopen"); return 2; }
+    fclose(f);
+    int d = dup(tcp);
+    if (d != udp) { fprintf(stderr, "dup gave %d, not %d\n", d, udp); return 2; }
+    close(tcp);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    make_addr(4, "127.0.0.1", port, &ss, &len);
+    int rc = bind(d, (struct sockaddr *)&ss, len);
+    printf("rc=%d ", rc);
+    print_opts(d);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
         return do_bind(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]),
@@ -245,6 +268,7 @@ int main(int argc, char **argv) {
         return do_bigserve(atoi(argv[2]), argv[3], atoi(argv[4]), atol(argv[5]));
     if (argc >= 4 && strcmp(argv[1], "threads") == 0) return do_threads(atoi(argv[2]), atoi(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "dup2") == 0) return do_dup2(atoi(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "dupstale") == 0) return do_dup_stale(atoi(argv[2]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");
     return 2;
 }

@@ -97,6 +97,27 @@ pub fn free_port() -> u16 {
     panic!("no free port found in 20000-32000");
 }
 
+/// `n` consecutive ports, each free for TCP and UDP on 127.0.0.1 and ::1 right now, taken
+/// from 12000-19999: below the range `free_port` hands out to other tests (20000-32000), so
+/// no test running beside this one is given a port of the block while its threads bind.
+pub fn free_block(n: u16) -> u16 {
+    let start = 12000 + (std::process::id() % 97) as u16 * 80;
+    for k in 0..200u16 {
+        let b = 12000 + (start - 12000 + k * (n + 16)) % (8000 - n);
+        let ok = (b..b + n).all(|p| {
+            sockets_on_port(p).is_empty()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("::1", p)).is_ok()
+                && std::net::UdpSocket::bind(("::1", p)).is_ok()
+        });
+        if ok {
+            return b;
+        }
+    }
+    panic!("no block of {n} free ports in 12000-19999");
+}
+
 /// Every TCP socket on `port` (v4 and v6), from the kernel's tables.
 pub fn sockets_on_port(port: u16) -> Vec<proc_net::TcpEntry> {
     let mut v = Vec::new();
