@@ -16,7 +16,7 @@ use reuse_core::config::{Hold, Level};
 use reuse_core::hold_protocol::{self, Request, REPLY_LEN};
 use reuse_core::line::{Endpoint, Write};
 
-use crate::{real, report};
+use crate::{real, report, sys};
 
 /// How long a server waits for the command to answer before binding on its own.
 const ANSWER_TIMEOUT_S: i64 = 5;
@@ -72,7 +72,7 @@ fn connect(path: &[u8]) -> Option<c_int> {
     set_timeouts(conn);
     // SAFETY: sun is a valid sockaddr_un of that size.
     let rc = unsafe {
-        libc::connect(
+        sys::connect(
             conn,
             (&sun as *const sockaddr_un).cast(),
             size_of::<sockaddr_un>() as socklen_t,
@@ -90,7 +90,7 @@ fn connect(path: &[u8]) -> Option<c_int> {
 fn ask(conn: c_int, req: &Request) -> Option<Result<c_int, c_int>> {
     let msg = req.encode();
     // SAFETY: msg is a valid buffer of that length.
-    let sent = unsafe { libc::send(conn, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
+    let sent = unsafe { sys::send(conn, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
     if sent != msg.len() as isize {
         return None;
     }
@@ -112,7 +112,7 @@ fn ask(conn: c_int, req: &Request) -> Option<Result<c_int, c_int>> {
     #[cfg(target_vendor = "apple")]
     let flags = 0;
     // SAFETY: mh describes valid buffers.
-    let n = unsafe { libc::recvmsg(conn, &mut mh, flags) };
+    let n = unsafe { sys::recvmsg(conn, &mut mh, flags) };
     if n != REPLY_LEN as isize {
         return None;
     }
@@ -144,13 +144,13 @@ fn ask(conn: c_int, req: &Request) -> Option<Result<c_int, c_int>> {
 fn install(held: c_int, fd: c_int) -> bool {
     // SAFETY: fcntl and dup2 on descriptors this process owns.
     unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        let fdfl = libc::fcntl(fd, libc::F_GETFD);
+        let fl = sys::fcntl(fd, libc::F_GETFL, 0);
+        let fdfl = sys::fcntl(fd, libc::F_GETFD, 0);
         if fl < 0 || fdfl < 0 {
             return false;
         }
-        let hfl = libc::fcntl(held, libc::F_GETFL);
-        libc::fcntl(
+        let hfl = sys::fcntl(held, libc::F_GETFL, 0);
+        sys::fcntl(
             held,
             libc::F_SETFL,
             (hfl & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK),
@@ -158,7 +158,7 @@ fn install(held: c_int, fd: c_int) -> bool {
         if real::dup2()(held, fd) != fd {
             return false;
         }
-        libc::fcntl(fd, libc::F_SETFD, fdfl);
+        sys::fcntl(fd, libc::F_SETFD, fdfl);
     }
     true
 }

@@ -13,12 +13,12 @@ use reuse_core::config::{Config, Level};
 use reuse_core::line::{Endpoint, Write};
 use reuse_core::proc_net::{self, PortSummary};
 
-use crate::{errno, real, report};
+use crate::{errno, real, report, sys};
 
 /// Reads a file line by line through a fixed buffer; lines longer than it are skipped.
 fn for_each_line(path: &CStr, mut f: impl FnMut(&[u8])) -> bool {
     // SAFETY: path is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return false;
     }
@@ -27,7 +27,7 @@ fn for_each_line(path: &CStr, mut f: impl FnMut(&[u8])) -> bool {
     // Bounded: the socket tables of a busy host run to a few MB at most.
     for _ in 0..16384 {
         // SAFETY: writes at most buf.len() - have bytes into buf[have..].
-        let n = unsafe { libc::read(fd, buf[have..].as_mut_ptr().cast(), buf.len() - have) };
+        let n = unsafe { sys::read(fd, buf[have..].as_mut_ptr().cast(), buf.len() - have) };
         if n <= 0 {
             if have > 0 {
                 f(&buf[..have]);
@@ -114,7 +114,7 @@ fn for_each_number(_dir: &CStr, _f: impl FnMut(u64) -> bool) {}
 fn for_each_number(dir: &CStr, mut f: impl FnMut(u64) -> bool) {
     // SAFETY: dir is NUL-terminated.
     let fd = unsafe {
-        libc::open(
+        sys::open(
             dir.as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
@@ -206,7 +206,7 @@ pub fn owner_of(inode: u64, skip_self: bool) -> Option<Owner> {
             let mut target = [0u8; 40];
             // SAFETY: link is NUL-terminated; target has room for what we ask.
             let n =
-                unsafe { libc::readlink(link.as_ptr(), target.as_mut_ptr().cast(), target.len()) };
+                unsafe { sys::readlink(link.as_ptr(), target.as_mut_ptr().cast(), target.len()) };
             if n as usize == wl && target[..wl] == want[..wl] {
                 let mut o = Owner {
                     pid: pid as i32,
@@ -230,7 +230,7 @@ fn monotonic_ms() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { sys::clock_monotonic(&mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
@@ -240,7 +240,7 @@ fn sleep_ms(ms: u64) {
         tv_nsec: ((ms % 1000) * 1_000_000) as _,
     };
     // SAFETY: plain sleep; an interrupting signal only shortens it.
-    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+    unsafe { sys::nanosleep(&ts) };
 }
 
 /// Retries the bind until it succeeds, fails otherwise, or `wait_ms` has passed: 2 ms at
@@ -269,7 +269,7 @@ fn exe_of(pid: &[u8], out: &mut [u8; 256]) -> usize {
     let mut pb = [0u8; 64];
     let p = path(&mut pb, &[b"/proc/", pid, b"/exe"]);
     // SAFETY: out has room for what we ask.
-    let n = unsafe { libc::readlink(p.as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    let n = unsafe { sys::readlink(p.as_ptr(), out.as_mut_ptr().cast(), out.len()) };
     if n > 0 && (n as usize) < out.len() {
         n as usize
     } else {
@@ -339,7 +339,7 @@ fn take_over(
     s: &PortSummary,
 ) -> Option<(c_int, c_int)> {
     // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
+    let me = sys::getuid();
     for &(inode, uid) in s.listener_inodes() {
         let Some(owner) = owner_of(inode, true) else {
             continue;
@@ -377,7 +377,7 @@ fn take_over(
         };
         // SAFETY: plain signals to the process found holding this port, checked above to be
         // this user's and this program's.
-        unsafe { libc::kill(owner.pid, libc::SIGTERM) };
+        unsafe { sys::kill(owner.pid, libc::SIGTERM) };
         let mut r = retry(fd, addr, len, grace);
         if r.0 != 0 && r.1 == libc::EADDRINUSE {
             report::at(Level::Warn, |l| {
@@ -387,7 +387,7 @@ fn take_over(
                     owner.pid
                 )
             });
-            unsafe { libc::kill(owner.pid, libc::SIGKILL) };
+            unsafe { sys::kill(owner.pid, libc::SIGKILL) };
             r = retry(fd, addr, len, 1000);
         }
         if r.0 == 0 {

@@ -20,6 +20,7 @@ mod real;
 mod report;
 mod socket_kinds;
 mod state;
+mod sys;
 
 // The libc crate leaves musl's libc to the linker's defaults, which for a -crt-static-less
 // cdylib records no NEEDED entry; name it, so the library says what it needs like any other.

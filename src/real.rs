@@ -86,7 +86,7 @@ mod elf {
         /// equal descriptors, where dup2 only checks that the descriptor is open.
         pub unsafe extern "C" fn dup2(a: c_int, b: c_int) -> c_int {
             if a == b {
-                if libc::fcntl(a, libc::F_GETFD) < 0 {
+                if crate::sys::fcntl(a, libc::F_GETFD, 0) < 0 {
                     return -1;
                 }
                 return b;

@@ -11,7 +11,7 @@ use reuse_core::line::{Endpoint, Line, Write};
 use crate::state;
 
 pub fn pid() -> i32 {
-    unsafe { libc::getpid() }
+    crate::sys::getpid()
 }
 
 /// A daemon that closed its stderr may have had descriptor 2 reused for a network
@@ -53,7 +53,7 @@ fn emit(line: &mut Line) {
     let bytes = line.finish();
     // SAFETY: bytes is a valid buffer of that length.
     unsafe {
-        libc::write(2, bytes.as_ptr().cast(), bytes.len());
+        crate::sys::write(2, bytes.as_ptr().cast(), bytes.len());
     }
 }
 

@@ -6,7 +6,7 @@
 //! it on the spot, which is why the first reader claims the work with a compare-and-swap.
 
 use core::cell::UnsafeCell;
-use core::ffi::CStr;
+use core::ffi::c_char;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -60,19 +60,44 @@ pub fn logs(at: Level) -> bool {
     at != Level::Off && level() >= at
 }
 
-fn env(name: &str) -> Option<&'static [u8]> {
-    let mut buf = [0u8; 32];
-    let n = name.len().min(buf.len() - 1);
-    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
-    // SAFETY: buf is NUL-terminated; getenv only scans environ and does not allocate.
-    let p = unsafe { libc::getenv(buf.as_ptr().cast()) };
-    if p.is_null() {
-        None
-    } else {
-        // SAFETY: environ strings are NUL-terminated and live as long as the process
-        // (we use the bytes only while reading, before anything could setenv over them).
-        Some(unsafe { CStr::from_ptr(p) }.to_bytes())
-    }
+/// The process environment's entries that start with `REUSE_`, walked once. Reading
+/// `environ` directly instead of calling getenv for each variable saves the library a scan
+/// of the whole environment per variable, and two symbol imports, at every exec.
+fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
+    #[cfg(not(target_vendor = "apple"))]
+    let mut p: *const *const c_char = {
+        extern "C" {
+            static environ: *const *const c_char;
+        }
+        // SAFETY: read once; the loader set it up before any constructor runs.
+        unsafe { environ }
+    };
+    #[cfg(target_vendor = "apple")]
+    let mut p: *const *const c_char = unsafe { *libc::_NSGetEnviron() as *const *const c_char };
+    core::iter::from_fn(move || {
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: environ is a NULL-terminated array of NUL-terminated strings; each entry is
+        // read up to its NUL, and only the bytes of the entries used while parsing matter.
+        unsafe {
+            loop {
+                let entry = *p;
+                if entry.is_null() {
+                    return None;
+                }
+                p = p.add(1);
+                let bytes = entry as *const u8;
+                if (0..6).all(|i| *bytes.add(i) == b"REUSE_"[i]) {
+                    let mut n = 6;
+                    while *bytes.add(n) != 0 {
+                        n += 1;
+                    }
+                    return Some(core::slice::from_raw_parts(bytes, n));
+                }
+            }
+        }
+    })
 }
 
 /// Secure execution (setuid/setgid, file capabilities): the loader already strips most
@@ -104,7 +129,8 @@ fn read_now() -> Option<&'static Config> {
     }
     // SAFETY: this thread alone holds READING.
     let cfg = unsafe { (*CONFIG.0.get()).write(Config::default()) };
-    match config::read_into(cfg, env) {
+    let found = config::pick_variables(reuse_entries());
+    match config::read_into(cfg, |name| config::lookup(&found, name)) {
         Ok(()) => {
             LEVEL.store(cfg.log as u8, Ordering::Relaxed);
             STATE.store(ACTIVE, Ordering::Release);

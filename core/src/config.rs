@@ -546,6 +546,34 @@ pub fn parse_takeover(value: &[u8]) -> Result<bool, ConfigError<'_>> {
     }
 }
 
+/// The values of [`VARIABLES`] among `NAME=value` entries (a process environment), in that
+/// order. The first entry of a name wins, as with getenv. One pass, so the library reads its
+/// variables in a single walk of the environment instead of one getenv scan each.
+pub fn pick_variables<'a>(
+    entries: impl Iterator<Item = &'a [u8]>,
+) -> [Option<&'a [u8]>; VARIABLES.len()] {
+    let mut found = [None; VARIABLES.len()];
+    for entry in entries {
+        let Some(eq) = entry.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        if let Some(i) = VARIABLES.iter().position(|v| v.as_bytes() == &entry[..eq]) {
+            if found[i].is_none() {
+                found[i] = Some(&entry[eq + 1..]);
+            }
+        }
+    }
+    found
+}
+
+/// Looks a variable up in what [`pick_variables`] found.
+pub fn lookup<'a>(found: &[Option<&'a [u8]>; VARIABLES.len()], name: &str) -> Option<&'a [u8]> {
+    VARIABLES
+        .iter()
+        .position(|v| *v == name)
+        .and_then(|i| found[i])
+}
+
 /// Reads every variable through `get` (None = unset) into `out`.
 ///
 /// `out` is written in place, field by field, into the library's static. On error the
@@ -761,6 +789,28 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "REUSE_PROTOCOLS: unknown protocol (tcp, udp) in \"icmp\""
+        );
+    }
+
+    #[test]
+    fn variables_are_picked_from_the_environment_in_one_pass() {
+        let env: [&[u8]; 6] = [
+            b"PATH=/bin",
+            b"REUSE_PORTS=8000",
+            b"REUSE_PORTSX=1",
+            b"REUSE_LOG=debug",
+            b"REUSE_PORTS=9000",
+            b"NOEQUALS",
+        ];
+        let found = pick_variables(env.iter().copied());
+        assert_eq!(lookup(&found, "REUSE_PORTS"), Some(&b"8000"[..]));
+        assert_eq!(lookup(&found, "REUSE_LOG"), Some(&b"debug"[..]));
+        assert_eq!(lookup(&found, "REUSE_OPTIONS"), None);
+        assert_eq!(lookup(&found, "PATH"), None);
+        let empty: [&[u8]; 1] = [b"REUSE_WAIT_MS="];
+        assert_eq!(
+            lookup(&pick_variables(empty.iter().copied()), "REUSE_WAIT_MS"),
+            Some(&b""[..])
         );
     }
 

@@ -1,0 +1,152 @@
+//! The system calls the library makes off the hot path (logging, diagnosis, waiting, hold
+//! mode's hand-over), made directly on Linux x86_64 and aarch64.
+//!
+//! Why not through libc: the library is loaded into every process that inherits the
+//! environment, and the loader resolves each libc symbol it imports, eagerly, at every
+//! exec (Rust calls through the GOT, so there is no lazy PLT binding to defer the work).
+//! Thirteen functions used only when something goes wrong cost every `exec` about 8,000
+//! instructions of symbol lookups; one `syscall` import costs one. Elsewhere (macOS, other
+//! architectures) these are the libc functions.
+
+#![allow(clippy::missing_safety_doc)]
+
+use libc::{c_int, c_long, c_void, msghdr, pid_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod imp {
+    use super::*;
+    use libc::syscall;
+
+    #[inline]
+    fn ret(r: c_long) -> c_int {
+        r as c_int
+    }
+
+    pub unsafe fn open(path: *const libc::c_char, flags: c_int) -> c_int {
+        ret(syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD as c_long,
+            path,
+            flags as c_long,
+            0 as c_long,
+        ))
+    }
+    pub unsafe fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+        syscall(libc::SYS_read, fd as c_long, buf, n) as ssize_t
+    }
+    pub unsafe fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+        syscall(libc::SYS_write, fd as c_long, buf, n) as ssize_t
+    }
+    pub unsafe fn readlink(
+        path: *const libc::c_char,
+        buf: *mut libc::c_char,
+        n: size_t,
+    ) -> ssize_t {
+        syscall(libc::SYS_readlinkat, libc::AT_FDCWD as c_long, path, buf, n) as ssize_t
+    }
+    pub fn getpid() -> pid_t {
+        unsafe { syscall(libc::SYS_getpid) as pid_t }
+    }
+    pub fn getuid() -> libc::uid_t {
+        unsafe { syscall(libc::SYS_getuid) as libc::uid_t }
+    }
+    pub unsafe fn kill(pid: pid_t, sig: c_int) -> c_int {
+        ret(syscall(libc::SYS_kill, pid as c_long, sig as c_long))
+    }
+    pub unsafe fn nanosleep(t: *const timespec) -> c_int {
+        ret(syscall(
+            libc::SYS_nanosleep,
+            t,
+            core::ptr::null_mut::<timespec>(),
+        ))
+    }
+    pub unsafe fn clock_monotonic(t: *mut timespec) -> c_int {
+        ret(syscall(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_MONOTONIC as c_long,
+            t,
+        ))
+    }
+    pub unsafe fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+        ret(syscall(
+            libc::SYS_fcntl,
+            fd as c_long,
+            cmd as c_long,
+            arg as c_long,
+        ))
+    }
+    pub unsafe fn connect(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
+        ret(syscall(libc::SYS_connect, fd as c_long, a, l as c_long))
+    }
+    pub unsafe fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+        syscall(
+            libc::SYS_sendto,
+            fd as c_long,
+            buf,
+            n,
+            flags as c_long,
+            core::ptr::null::<sockaddr>(),
+            0 as c_long,
+        ) as ssize_t
+    }
+    pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
+        syscall(libc::SYS_recvmsg, fd as c_long, m, flags as c_long) as ssize_t
+    }
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+mod imp {
+    use super::*;
+
+    pub unsafe fn open(path: *const libc::c_char, flags: c_int) -> c_int {
+        libc::open(path, flags)
+    }
+    pub unsafe fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+        libc::read(fd, buf, n)
+    }
+    pub unsafe fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+        libc::write(fd, buf, n)
+    }
+    pub unsafe fn readlink(
+        path: *const libc::c_char,
+        buf: *mut libc::c_char,
+        n: size_t,
+    ) -> ssize_t {
+        libc::readlink(path, buf, n)
+    }
+    pub fn getpid() -> pid_t {
+        unsafe { libc::getpid() }
+    }
+    pub fn getuid() -> libc::uid_t {
+        unsafe { libc::getuid() }
+    }
+    pub unsafe fn kill(pid: pid_t, sig: c_int) -> c_int {
+        libc::kill(pid, sig)
+    }
+    pub unsafe fn nanosleep(t: *const timespec) -> c_int {
+        libc::nanosleep(t, core::ptr::null_mut())
+    }
+    pub unsafe fn clock_monotonic(t: *mut timespec) -> c_int {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, t)
+    }
+    pub unsafe fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+        libc::fcntl(fd, cmd, arg)
+    }
+    pub unsafe fn connect(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
+        libc::connect(fd, a, l)
+    }
+    pub unsafe fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+        libc::send(fd, buf, n, flags)
+    }
+    pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
+        libc::recvmsg(fd, m, flags)
+    }
+}
+
+pub use imp::*;
