@@ -10,7 +10,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use libc::{c_int, c_long, c_void, msghdr, pid_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
+use libc::{c_int, c_void, msghdr, pid_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
 
 #[cfg(all(
     target_os = "linux",
@@ -18,7 +18,7 @@ use libc::{c_int, c_long, c_void, msghdr, pid_t, size_t, sockaddr, socklen_t, ss
 ))]
 mod imp {
     use super::*;
-    use libc::syscall;
+    use libc::{c_long, syscall};
 
     #[inline]
     fn ret(r: c_long) -> c_int {
