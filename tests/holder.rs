@@ -112,9 +112,13 @@ fn fork_server(port: u16) -> (Proc, i32) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    let mut child = c.spawn().expect("spawn forkserve");
+    // Owned by a Proc at once, so a failure below still kills the master and its worker.
+    let mut p = Proc {
+        child: c.spawn().expect("spawn forkserve"),
+        name: "forkserve".into(),
+    };
     // The worker's "ready" and the master's "worker=PID" race; look for the latter.
-    let worker = BufReader::new(child.stdout.take().unwrap())
+    let worker = BufReader::new(p.child.stdout.take().unwrap())
         .lines()
         .take(4)
         .map_while(Result::ok)
@@ -123,13 +127,7 @@ fn fork_server(port: u16) -> (Proc, i32) {
                 .and_then(|p| p.parse::<i32>().ok())
         })
         .expect("forkserve prints its worker's PID");
-    (
-        Proc {
-            child,
-            name: "forkserve".into(),
-        },
-        worker,
-    )
+    (p, worker)
 }
 
 #[test]
