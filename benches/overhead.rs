@@ -154,6 +154,16 @@ fn main() {
             get("getsockopt")
         );
     }
+    if let Some(rows) = perf_exec(&empty, &lib) {
+        println!();
+        println!("perf stat, 500 runs of /bin/true each (the process's own CPU time and page faults, without perf's or the parent's):");
+        println!();
+        println!("| preloaded | task-clock (ms) | page faults |");
+        println!("|---|---:|---:|");
+        for (name, ms, faults) in rows {
+            println!("| {name} | {ms:.3} | {faults} |");
+        }
+    }
     let table = target_dir().join("..").join("harness-table.md");
     if let Ok(t) = std::fs::read_to_string(&table) {
         println!();
@@ -166,6 +176,45 @@ fn main() {
         println!();
         println!("restart-to-ready: run the harness first (cargo test --release --test harness -- --nocapture) for its table");
     }
+}
+
+/// CPU time and page faults of /bin/true with nothing, the empty library and libreuse
+/// preloaded, from `perf stat` (software counters, which work in virtual machines too).
+fn perf_exec(
+    empty: &std::path::Path,
+    lib: &std::path::Path,
+) -> Option<Vec<(&'static str, f64, u64)>> {
+    require("perf", "apt-get install linux-perf")?;
+    let mut rows = Vec::new();
+    for (name, preload) in [
+        ("nothing", None),
+        ("empty C library", Some(empty)),
+        ("libreuse.so", Some(lib)),
+    ] {
+        let mut c = command("perf", false);
+        c.args([
+            "stat",
+            "-r",
+            "500",
+            "-x,",
+            "-e",
+            "task-clock,page-faults",
+            "/bin/true",
+        ]);
+        if let Some(p) = preload {
+            c.env(preload_var(), p);
+        }
+        let out = run(&mut c, Duration::from_secs(300));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let field = |event: &str| {
+            err.lines()
+                .find(|l| l.split(',').nth(2) == Some(event))
+                .and_then(|l| l.split(',').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        rows.push((name, field("task-clock")?, field("page-faults")? as u64));
+    }
+    Some(rows)
 }
 
 /// Builds tests/c/empty_preload.c into a shared library.
