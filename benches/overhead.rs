@@ -35,7 +35,11 @@ fn time_op(bench: &std::path::Path, preload: Option<&std::path::Path>, args: &[&
 }
 
 /// Total instructions callgrind counts for one run.
-fn instructions(bench: &std::path::Path, preload: bool, args: &[&str]) -> Option<u64> {
+fn instructions(
+    bench: &std::path::Path,
+    preload: Option<&std::path::Path>,
+    args: &[&str],
+) -> Option<u64> {
     require("valgrind", "apt-get install valgrind")?;
     let file = std::env::temp_dir().join(format!("reuse-cg-{}", std::process::id()));
     let mut c = command("valgrind", false);
@@ -43,8 +47,8 @@ fn instructions(bench: &std::path::Path, preload: bool, args: &[&str]) -> Option
         .arg(format!("--callgrind-out-file={}", file.display()))
         .arg(bench)
         .args(args);
-    if preload {
-        c.env(preload_var(), lib_path());
+    if let Some(p) = preload {
+        c.env(preload_var(), p);
     }
     let out = run(&mut c, Duration::from_secs(600));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -129,19 +133,20 @@ fn main() {
     }
 
     // Instructions per bind: the slope between 1000 and 2000 binds cancels loading costs.
-    let per_bind = |preload: bool| -> Option<f64> {
+    let per_bind = |preload: Option<&std::path::Path>| -> Option<f64> {
         let one = instructions(&bench, preload, &["bind", "1000", &port])?;
         let two = instructions(&bench, preload, &["bind", "2000", &port])?;
         Some((two as f64 - one as f64) / 1000.0)
     };
-    if let (Some(a), Some(b)) = (per_bind(false), per_bind(true)) {
+    if let (Some(a), Some(b)) = (per_bind(None), per_bind(Some(&lib))) {
         println!();
         println!("callgrind: {a:.0} instructions per socket+bind+close without, {b:.0} with: +{:.0} per bind", b - a);
     }
-    let load = |preload: bool| instructions(&bench, preload, &["socket", "1"]);
-    if let (Some(a), Some(b)) = (load(false), load(true)) {
+    let load = |preload: Option<&std::path::Path>| instructions(&bench, preload, &["socket", "1"]);
+    if let (Some(a), Some(e), Some(b)) = (load(None), load(Some(&empty)), load(Some(&lib))) {
         println!(
-            "callgrind: a program that starts and exits: {a} instructions without, {b} with (+{}, loading and the constructor)",
+            "callgrind: a program that starts and exits: {a} instructions without, {e} with the empty library (+{}), {b} with libreuse (+{}: loading and the constructor)",
+            e - a,
             b - a
         );
     }
