@@ -1,5 +1,7 @@
 //! Every byte string the environment or /proc/net/tcp could hand the library, through every
-//! parser it runs: `reuse_core::config::parse_*`, `read_into` and `proc_net::parse_line`.
+//! parser it runs: `reuse_core::config::parse_*`, `read_into` and `proc_net::parse_line`,
+//! and hold mode's hand-over messages (`hold_protocol`), which the command reads from any
+//! process that connects.
 //!
 //! Invariants (a failed one aborts the run like a panic does):
 //! - nothing panics;
@@ -290,7 +292,26 @@ fn check_tcp_line(line: &[u8]) {
     let _ = e.local.to_string();
 }
 
+/// Hold mode's hand-over messages, as the `reuse` command reads a request from any process
+/// that connects: a decoded request encodes back to the same bytes, a reply round-trips.
+fn check_hold_messages(data: &[u8]) {
+    use reuse_core::hold_protocol::{decode_reply, encode_reply, Request, REQUEST_LEN};
+    if let Some(r) = Request::decode(data) {
+        assert_eq!(data.len(), REQUEST_LEN);
+        let again = Request::decode(&r.encode()).expect("an encoded request decodes");
+        assert_eq!(again, r);
+    }
+    if let Some(e) = decode_reply(data) {
+        assert_eq!(decode_reply(&encode_reply(e)), Some(e));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    check_hold_messages(data);
+    if data.len() >= 40 {
+        check_hold_messages(&data[..40]);
+        check_hold_messages(&data[..8]);
+    }
     let mut scratch = Config::default();
     // REUSE_HOLD_PORTS is REUSE_PORTS's parser under another name.
     for var in &VARIABLES[..7] {
