@@ -211,6 +211,22 @@ impl Drop for Proc {
     }
 }
 
+/// `cmd.spawn()`, retried on ETXTBSY: a program a test has just copied can be "busy" for a
+/// moment while another test's fork still holds the copy's write descriptor (until that
+/// child's exec closes it).
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Starts `cmd` in a process group of its own (so its children can be killed with it),
 /// stdout discarded, stderr captured.
 pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
@@ -218,9 +234,7 @@ pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd.process_group(0);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    let child = spawn_retrying(cmd).unwrap_or_else(|e| panic!("spawning {name}: {e}"));
     Proc {
         child,
         name: name.to_string(),
@@ -256,7 +270,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.process_group(0);
-    let mut child = cmd.spawn().expect("spawn");
+    let mut child = spawn_retrying(cmd).expect("spawn");
     let t0 = Instant::now();
     loop {
         if let Ok(Some(_)) = child.try_wait() {
