@@ -110,17 +110,27 @@ static int do_unix(const char *path) {
     return 0;
 }
 
-static int do_serve(int fam, const char *host, int port, int mode) {
+/* A listening TCP socket, as a server without SO_REUSEADDR makes one; on failure, the exit
+ * status the caller returns (98 for a failed bind, with errno on stderr). */
+static int listen_on(int fam, const char *host, int port, int *status) {
     signal(SIGPIPE, SIG_IGN);
     int fd = socket(fam == 4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
     struct sockaddr_storage ss;
     socklen_t len;
-    if (make_addr(fam, host, port, &ss, &len)) return 2;
+    if (make_addr(fam, host, port, &ss, &len)) { *status = 2; return -1; }
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
         fprintf(stderr, "bind: %s (errno %d)\n", strerror(errno), errno);
-        return 98;
+        *status = 98;
+        return -1;
     }
-    if (listen(fd, 64) != 0) { perror("listen"); return 3; }
+    if (listen(fd, 64) != 0) { perror("listen"); *status = 3; return -1; }
+    return fd;
+}
+
+static int do_serve(int fam, const char *host, int port, int mode) {
+    int status;
+    int fd = listen_on(fam, host, port, &status);
+    if (fd < 0) return status;
     if (mode == 2) {
         /* A pre-forking server: the worker inherits the listening socket, and outlives a
          * master killed with SIGKILL. */
@@ -149,16 +159,9 @@ static int do_serve(int fam, const char *host, int port, int mode) {
 /* For each connection: BYTES bytes, then close at once, the request never read (so an
  * ordinary close sends FIN, not a reset for unread data). */
 static int do_bigserve(int fam, const char *host, int port, long bytes) {
-    signal(SIGPIPE, SIG_IGN);
-    int fd = socket(fam == 4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (make_addr(fam, host, port, &ss, &len)) return 2;
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
-        fprintf(stderr, "bind: %s (errno %d)\n", strerror(errno), errno);
-        return 98;
-    }
-    if (listen(fd, 64) != 0) { perror("listen"); return 3; }
+    int status;
+    int fd = listen_on(fam, host, port, &status);
+    if (fd < 0) return status;
     static unsigned char chunk[251 * 256];
     for (size_t i = 0; i < sizeof chunk; i++) chunk[i] = (unsigned char)(i % 251);
     printf("ready\n");
