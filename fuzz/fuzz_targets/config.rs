@@ -139,17 +139,8 @@ fn parse_one<'a>(var: &str, v: &'a [u8], into: &mut Config) -> Result<(), Config
     r
 }
 
-/// The variables, in the order of the input's fields.
-const VARIABLES: [&str; 8] = [
-    "REUSE_PORTS",
-    "REUSE_OPTIONS",
-    "REUSE_PROTOCOLS",
-    "REUSE_LOG",
-    "REUSE_WAIT_MS",
-    "REUSE_TAKEOVER",
-    "REUSE_HOLD",
-    "REUSE_HOLD_PORTS",
-];
+/// The variables, in the order of the input's fields (the library's own list).
+use reuse_core::config::VARIABLES;
 
 /// The order `read_into` reads the plain variables in: the log level first.
 const READ_ORDER: [&str; 6] = [
