@@ -1,12 +1,14 @@
 //! Lines on stderr, `libreuse[PID]: ...`, one `write(2)` each, at the level REUSE_LOG asks.
 //!
-//! A line is built in a stack buffer (no allocation) and written with the raw `write`,
-//! whose result is ignored: a host with a closed stderr must not be disturbed. Callers keep
-//! errno around these calls.
+//! A line is built in a stack buffer (no allocation) and written with one `write`, whose
+//! result is ignored: a host with a closed or broken stderr must not be disturbed. Callers
+//! keep errno around these calls.
 
 use reuse_core::config::{write_escaped, ConfigError, Level, Options};
 use reuse_core::decision::{LeaveReason, Transport};
 use reuse_core::line::{Endpoint, Line, Write};
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::state;
 
@@ -14,9 +16,24 @@ pub fn pid() -> i32 {
     crate::sys::getpid()
 }
 
-/// A daemon that closed its stderr may have had descriptor 2 reused for a network
-/// connection; a log line written there would go to a client. Unix sockets (journald's
-/// stderr under systemd), pipes, files and terminals are fine.
+/// Which file descriptor 2 was when the library loaded: (device, inode), or none to never
+/// write. A daemon that closes its stderr can get descriptor 2 back for a data file or a
+/// client connection; a log line written there would corrupt it. So lines go to
+/// descriptor 2 only while it is still the file it was at load, and never to an inet
+/// socket (Unix sockets are fine: journald's stderr under systemd is one).
+static STDERR_DEV: AtomicU64 = AtomicU64::new(0);
+static STDERR_INO: AtomicU64 = AtomicU64::new(0);
+static STDERR_OK: AtomicBool = AtomicBool::new(false);
+
+fn stderr_id() -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is valid; fstat fills it or fails.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    if unsafe { crate::sys::fstat(2, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
 fn stderr_is_inet_socket() -> bool {
     #[cfg(not(target_vendor = "apple"))]
     {
@@ -46,14 +63,33 @@ fn stderr_is_inet_socket() -> bool {
     }
 }
 
+/// Called once at load, before anything is logged.
+pub fn remember_stderr() {
+    if let (Some((dev, ino)), false) = (stderr_id(), stderr_is_inet_socket()) {
+        STDERR_DEV.store(dev, Ordering::Relaxed);
+        STDERR_INO.store(ino, Ordering::Relaxed);
+        STDERR_OK.store(true, Ordering::Relaxed);
+    }
+}
+
+fn stderr_unchanged() -> bool {
+    STDERR_OK.load(Ordering::Relaxed)
+        && stderr_id()
+            == Some((
+                STDERR_DEV.load(Ordering::Relaxed),
+                STDERR_INO.load(Ordering::Relaxed),
+            ))
+}
+
 fn emit(line: &mut Line) {
-    if stderr_is_inet_socket() {
+    if !stderr_unchanged() {
         return;
     }
     let bytes = line.finish();
-    // SAFETY: bytes is a valid buffer of that length.
+    // SAFETY: bytes is a valid buffer of that length. A stderr pipe whose reader is gone
+    // must not kill a host that never writes to stderr itself.
     unsafe {
-        crate::sys::write(2, bytes.as_ptr().cast(), bytes.len());
+        crate::sys::write_no_sigpipe(2, bytes.as_ptr().cast(), bytes.len());
     }
 }
 

@@ -127,6 +127,7 @@ fn read_now() -> Option<&'static Config> {
         STATE.store(INERT, Ordering::Release);
         return None;
     }
+    report::remember_stderr();
     // SAFETY: this thread alone holds READING.
     let cfg = unsafe { (*CONFIG.0.get()).write(Config::default()) };
     let found = config::pick_variables(reuse_entries());

@@ -95,6 +95,57 @@ mod imp {
     pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
         syscall(libc::SYS_recvmsg, fd as c_long, m, flags as c_long) as ssize_t
     }
+    pub unsafe fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
+        ret(syscall(libc::SYS_fstat, fd as c_long, st))
+    }
+
+    /// The kernel's signal set for these architectures: one 64-bit word.
+    const SIGSET_BYTES: c_long = 8;
+
+    /// Writes without letting a SIGPIPE from this write reach the host: SIGPIPE is blocked
+    /// for this thread around the write, and one it raised is taken back if it was not
+    /// pending before.
+    pub unsafe fn write_no_sigpipe(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+        let pipe: u64 = 1 << (libc::SIGPIPE - 1);
+        let mut old: u64 = 0;
+        let mut pending: u64 = 0;
+        syscall(
+            libc::SYS_rt_sigpending,
+            &mut pending as *mut u64,
+            SIGSET_BYTES,
+        );
+        let was_pending = pending & pipe != 0;
+        syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK as c_long,
+            &pipe as *const u64,
+            &mut old as *mut u64,
+            SIGSET_BYTES,
+        );
+        let r = write(fd, buf, n);
+        if r < 0 && *libc::__errno_location() == libc::EPIPE && !was_pending {
+            let zero = timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let mut info = [0u64; 16];
+            syscall(
+                libc::SYS_rt_sigtimedwait,
+                &pipe as *const u64,
+                info.as_mut_ptr(),
+                &zero as *const timespec,
+                SIGSET_BYTES,
+            );
+        }
+        syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as c_long,
+            &old as *const u64,
+            core::ptr::null_mut::<u64>(),
+            SIGSET_BYTES,
+        );
+        r
+    }
 }
 
 #[cfg(not(all(
@@ -146,6 +197,31 @@ mod imp {
     }
     pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
         libc::recvmsg(fd, m, flags)
+    }
+    pub unsafe fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
+        libc::fstat(fd, st)
+    }
+
+    /// Writes without letting a SIGPIPE from this write reach the host (see the Linux one).
+    pub unsafe fn write_no_sigpipe(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+        let mut pipe: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        let mut pending: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::sigpending(&mut pending);
+        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        let r = write(fd, buf, n);
+        if r < 0 && !was_pending {
+            libc::sigpending(&mut pending);
+            if libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+                let mut sig = 0;
+                libc::sigwait(&pipe, &mut sig);
+            }
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        r
     }
 }
 

@@ -497,3 +497,50 @@ fn no_log_line_goes_to_a_network_connection_on_descriptor_2() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// A listener on a fresh port, so a bind there fails and the library has a warning to write.
+fn taken_port() -> (u16, std::net::TcpListener) {
+    let port = free_port();
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    (port, l)
+}
+
+#[test]
+fn a_broken_stderr_pipe_never_kills_the_host() {
+    if probe().is_none() {
+        return;
+    }
+    let (port, _holder) = taken_port();
+    let mut c = command(probe().unwrap(), true);
+    c.args(["bind", "4", "tcp", "127.0.0.1", &port.to_string()]);
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawn_retrying(&mut c).unwrap();
+    drop(child.stderr.take()); // the reader is gone before the library writes its warning
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the host must not die of SIGPIPE: {:?}",
+        out.status
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rc=-1 errno=98 "));
+}
+
+#[test]
+fn no_log_line_goes_into_a_file_that_took_descriptor_2() {
+    if probe().is_none() {
+        return;
+    }
+    let (port, _holder) = taken_port();
+    let file = std::env::temp_dir().join(format!("reuse-fd2-{}", std::process::id()));
+    let (out, _) = run_probe(
+        true,
+        &[("REUSE_LOG", "debug")],
+        &["closed2", file.to_str().unwrap(), &port.to_string()],
+    );
+    let written = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    assert!(out.starts_with("rc=-1 errno=98 "), "{out}");
+    assert_eq!(written, "", "the library wrote into the daemon's file");
+}

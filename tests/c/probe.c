@@ -11,6 +11,7 @@
  *   probe threads N PORT0              N threads bind PORT0+i at once; print the failures
  *   probe dupstale PORT                a TCP socket dup()ed onto a number glibc freed inside
  *                                      fclose(), bound
+ *   probe closed2 FILE PORT            close stderr, open FILE as descriptor 2, bind PORT
  *   probe dup2 PORT                    a UDP socket dup2()ed over a closed TCP slot, bound
  *   probe listen 4 ADDR PORT           bind+listen and wait to be killed
  *   probe forkserve 4 ADDR PORT        bind+listen, fork a worker that serves on the same
@@ -22,6 +23,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -256,6 +258,15 @@ static int do_dup_stale(int port) {
     return 0;
 }
 
+/* A daemon that closed its stderr and got descriptor 2 back for a data file, then binds a
+ * port that is taken (the library would have a warning to write). */
+static int do_closed2(const char *file, int port) {
+    close(2);
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd != 2) { printf("open gave %d\n", fd); return 2; }
+    return do_bind(4, "tcp", "127.0.0.1", port, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
         return do_bind(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]),
@@ -272,6 +283,7 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "threads") == 0) return do_threads(atoi(argv[2]), atoi(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "dup2") == 0) return do_dup2(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "dupstale") == 0) return do_dup_stale(atoi(argv[2]));
+    if (argc >= 4 && strcmp(argv[1], "closed2") == 0) return do_closed2(argv[2], atoi(argv[3]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");
     return 2;
 }
