@@ -113,29 +113,63 @@ fn ask(conn: c_int, req: &Request) -> Option<Result<c_int, c_int>> {
     let flags = 0;
     // SAFETY: mh describes valid buffers.
     let n = unsafe { sys::recvmsg(conn, &mut mh, flags) };
-    if n != REPLY_LEN as isize {
+    if n < 0 {
         return None;
     }
-    let errno = hold_protocol::decode_reply(&reply)?;
+    // Every descriptor that came is taken first, so none leaks whatever the reply says.
+    let mut held = -1;
     // SAFETY: walking the control buffer the kernel filled, with the libc macros.
-    let held = unsafe {
-        let c = libc::CMSG_FIRSTHDR(&mh);
-        if !c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS
-        {
-            ptr::read_unaligned(libc::CMSG_DATA(c) as *const c_int)
-        } else {
-            -1
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&mh);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const c_int;
+                let count =
+                    ((*c).cmsg_len as usize - (data as usize - c as usize)) / size_of::<c_int>();
+                for i in 0..count {
+                    let fd = ptr::read_unaligned(data.add(i));
+                    if held < 0 {
+                        held = fd;
+                    } else {
+                        real::close()(fd);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&mh, c);
         }
+    }
+    let errno = if n == REPLY_LEN as isize {
+        hold_protocol::decode_reply(&reply)
+    } else {
+        None
     };
     match (errno, held) {
-        (0, fd) if fd >= 0 => Some(Ok(fd)),
-        (0, _) => None,
+        (Some(0), fd) if fd >= 0 => Some(Ok(fd)),
         (e, fd) => {
             if fd >= 0 {
                 unsafe { real::close()(fd) };
             }
-            Some(Err(e))
+            match e {
+                Some(e) if e != 0 => Some(Err(e)),
+                _ => None,
+            }
         }
+    }
+}
+
+/// Whether `fd` is what a held socket may stand in for: a TCP socket, not yet listening.
+/// Checked with the kernel rather than the descriptor table, which can be stale.
+fn replaceable(fd: c_int) -> bool {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE) == libc::SOCK_STREAM
+            && int_option(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL) == libc::IPPROTO_TCP
+            && int_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 0
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE) == libc::SOCK_STREAM
+            && int_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 0
     }
 }
 
@@ -155,10 +189,26 @@ fn install(held: c_int, fd: c_int) -> bool {
             libc::F_SETFL,
             (hfl & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK),
         );
-        if real::dup2()(held, fd) != fd {
-            return false;
+        // Atomically with its close-on-exec flag where dup3 exists: another thread's
+        // fork+exec in between would otherwise inherit the listener.
+        #[cfg(not(target_vendor = "apple"))]
+        {
+            let cloexec = if fdfl & libc::FD_CLOEXEC != 0 {
+                libc::O_CLOEXEC
+            } else {
+                0
+            };
+            if real::dup3()(held, fd, cloexec) != fd {
+                return false;
+            }
         }
-        sys::fcntl(fd, libc::F_SETFD, fdfl);
+        #[cfg(target_vendor = "apple")]
+        {
+            if real::dup2()(held, fd) != fd {
+                return false;
+            }
+            sys::fcntl(fd, libc::F_SETFD, fdfl);
+        }
     }
     true
 }
@@ -188,6 +238,9 @@ pub fn take(
         scope_id,
         pid: report::pid(),
     };
+    if !replaceable(fd) {
+        return None;
+    }
     let Some(conn) = connect(hold.path()) else {
         report::at(Level::Warn, |l| {
             write!(

@@ -235,3 +235,71 @@ fn a_bad_hold_list_is_refused_up_front() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--hold") && err.contains("port 0"), "{err}");
 }
+
+#[test]
+fn the_hand_over_socket_refuses_ports_not_held_and_survives_a_silent_peer() {
+    let port = free_port();
+    let other = free_port();
+    let dir = temp_dir("peers");
+    // COMMAND: a shell that prints where reuse listens for hand-overs, waits for the test's
+    // peers, then starts a server on the held port.
+    let go = dir.join("go");
+    let script = format!(
+        "echo \"$REUSE_HOLD\" > {d}/path\nfor i in $(seq 200); do [ -e {go} ] && break; sleep 0.05; done\nexec {py} {app}\n",
+        d = dir.display(),
+        go = go.display(),
+        py = python().display(),
+        app = repo_root().join("examples/python/app.py").display()
+    );
+    let mut c = command(reuse_bin(), false);
+    c.env("REUSE_LIB", lib_path()).env("PORT", port.to_string());
+    c.args([
+        "run",
+        "--hold",
+        &port.to_string(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let _reuse = spawn("reuse-hold", &mut c);
+    let path_file = dir.join("path");
+    let t0 = Instant::now();
+    while !path_file.exists() && t0.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let path = std::fs::read_to_string(&path_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    // A peer that asks for a port reuse does not hold gets EACCES and no socket; a peer
+    // that connects and says nothing must not stop the server's own hand-over.
+    let peer = "import socket,struct,sys,time\n\
+         silent=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); silent.connect(sys.argv[1])\n\
+         s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1])\n\
+         req=b'RUH1'+bytes([0,0])+struct.pack('>H',int(sys.argv[2]))+bytes([127,0,0,1])+bytes(12)+bytes(4)+struct.pack('>i',1)+bytes(8)\n\
+         s.send(req); r=s.recv(8)\n\
+         open(sys.argv[3],'w').write(str(struct.unpack('>i', r[4:8])[0])); time.sleep(2)\n";
+    let answer = dir.join("answer");
+    let mut p = command(python(), false);
+    p.args([
+        "-c",
+        &peer,
+        &path,
+        &other.to_string(),
+        answer.to_str().unwrap(),
+    ]);
+    let mut peer_proc = spawn("peer", &mut p);
+    thread::sleep(Duration::from_millis(300));
+    std::fs::write(&go, "").unwrap();
+    assert!(
+        wait_http("127.0.0.1", port, Duration::from_secs(15)).is_some(),
+        "the server must get its held socket while a silent peer is connected"
+    );
+    assert!(
+        !listening(other),
+        "reuse must not bind a port it was not asked to hold"
+    );
+    let _ = peer_proc.wait_exit(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}

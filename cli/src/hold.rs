@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use reuse_core::config::Options;
+use reuse_core::config::{Options, PortSet};
 use reuse_core::hold_protocol::{self, Request, REQUEST_LEN};
 use reuse_core::line::Endpoint;
 
@@ -214,8 +214,28 @@ fn log(quiet: bool, msg: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Answers hand-over requests until reuse exits.
-fn serve(listener: OwnedFd, options: Options, verbose: bool) {
+/// Whether the peer of a hand-over connection runs as this user (or root). The rendezvous
+/// folder is 0700 already; this is the second lock on the door.
+fn peer_is_trusted(conn: RawFd) -> bool {
+    let mut cred: libc::ucred = unsafe { zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len outlive the call and len is cred's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::getuid() })
+}
+
+/// Answers hand-over requests until reuse exits. Nothing a peer does ends it: a peer that
+/// says nothing times out after a second, a request for a port not held is refused, and a
+/// failing accept (out of descriptors) is waited out.
+fn serve(listener: OwnedFd, options: Options, ports: PortSet, verbose: bool) {
     let mut held: HashMap<(Endpoint, bool), OwnedFd> = HashMap::new();
     loop {
         // SAFETY: accept on our listening socket; the connection is owned right away.
@@ -228,12 +248,29 @@ fn serve(listener: OwnedFd, options: Options, verbose: bool) {
             )
         };
         if conn < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            return;
+            continue;
         }
         let conn = unsafe { OwnedFd::from_raw_fd(conn) };
+        let timeout = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: timeout outlives the call and the length is its size.
+        unsafe {
+            libc::setsockopt(
+                conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if !peer_is_trusted(conn.as_raw_fd()) {
+            continue;
+        }
         let mut buf = [0u8; 64];
         let n = unsafe { libc::recv(conn.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         let Some(req) = (n == REQUEST_LEN as isize)
@@ -242,11 +279,16 @@ fn serve(listener: OwnedFd, options: Options, verbose: bool) {
         else {
             continue;
         };
+        let port = req.endpoint.port();
+        if port == 0 || !ports.contains(port) {
+            reply(conn.as_raw_fd(), libc::EACCES, None);
+            continue;
+        }
         let key = (req.endpoint, req.v6only);
         if !held.contains_key(&key) {
             // A new address for a port already held (the server changed its bind address):
             // the old socket would stand in the way; instances that still use it keep it.
-            held.retain(|(e, _), _| e.port() != req.endpoint.port());
+            held.retain(|(e, _), _| e.port() != port);
             match open_listener(&req, &options) {
                 Ok(fd) => {
                     log(
@@ -307,7 +349,13 @@ fn forward_signals(set: libc::sigset_t) {
 
 /// Runs `cmd` under hold mode and ends as it ended: with its exit code, or killed by the
 /// same signal.
-pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, options: Options, verbose: bool) -> i32 {
+pub fn supervise(
+    mut cmd: Command,
+    rendezvous: Rendezvous,
+    options: Options,
+    ports: PortSet,
+    verbose: bool,
+) -> i32 {
     let listener = match listen_unix(&rendezvous.socket) {
         Ok(l) => l,
         Err(e) => {
@@ -322,8 +370,7 @@ pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, options: Options, ver
     // takes them; COMMAND gets an empty mask back before its exec.
     let set = signal_set();
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    std::thread::spawn(move || serve(listener, options, verbose));
-    std::thread::spawn(move || forward_signals(set));
+    std::thread::spawn(move || serve(listener, options, ports, verbose));
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -343,6 +390,8 @@ pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, options: Options, ver
         }
     };
     CHILD.store(child.id() as i32, Ordering::SeqCst);
+    // Only now: a signal that came before COMMAND existed stayed pending, and goes to it.
+    std::thread::spawn(move || forward_signals(set));
     let status = loop {
         match child.wait() {
             Ok(s) => break s,
@@ -355,8 +404,14 @@ pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, options: Options, ver
     match (status.code(), status.signal()) {
         (Some(c), _) => c,
         (None, Some(sig)) => {
-            // Die of the same signal, so whoever waits for reuse sees what killed COMMAND.
+            // Die of the same signal, so whoever waits for reuse sees what killed COMMAND;
+            // without a core file of reuse's own over COMMAND's.
             unsafe {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
                 libc::signal(sig, libc::SIG_DFL);
                 let mut one: libc::sigset_t = zeroed();
                 libc::sigemptyset(&mut one);

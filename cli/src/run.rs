@@ -132,7 +132,11 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
     }
     #[cfg(target_os = "linux")]
     if let Some(r) = rendezvous {
-        return crate::hold::supervise(cmd, r, cfg.options, cfg.log >= Level::Info);
+        let ports = cfg
+            .hold
+            .map(|h| h.ports)
+            .unwrap_or_else(config::PortSet::empty);
+        return crate::hold::supervise(cmd, r, cfg.options, ports, cfg.log >= Level::Info);
     }
     let err = cmd.exec();
     let shown = String::from_utf8_lossy(program.as_bytes());
