@@ -284,7 +284,7 @@ fn the_hand_over_socket_refuses_ports_not_held_and_survives_a_silent_peer() {
     let mut p = command(python(), false);
     p.args([
         "-c",
-        &peer,
+        peer,
         &path,
         &other.to_string(),
         answer.to_str().unwrap(),
