@@ -277,15 +277,47 @@ fn exe_of(pid: &[u8], out: &mut [u8; 256]) -> usize {
     }
 }
 
-/// Whether `pid` runs the same executable as this process (and can be signalled by it,
-/// which the kernel checks: same user, or privilege).
-fn same_program(pid: i32) -> bool {
-    let mut a = [0u8; 256];
-    let mut b = [0u8; 256];
+/// Reads a whole small file (up to the buffer) through raw calls; its length.
+fn read_small(path: &CStr, out: &mut [u8]) -> usize {
+    // SAFETY: path is NUL-terminated; reads write into `out` only.
+    unsafe {
+        let fd = sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let mut n = 0usize;
+        while n < out.len() {
+            let r = sys::read(fd, out[n..].as_mut_ptr().cast(), out.len() - n);
+            if r <= 0 {
+                break;
+            }
+            n += r as usize;
+        }
+        real::close()(fd);
+        n
+    }
+}
+
+/// What makes `pid` this program's earlier instance, or why not. The same executable is
+/// not enough (every Python script runs python3): the command line must match too, as it
+/// does for a restarted server and for the workers it forked.
+fn same_program(pid: i32) -> Result<(), &'static str> {
     let mut pb = [0u8; 20];
+    let pid_s = itoa(pid as u64, &mut pb);
+    let (mut a, mut b) = ([0u8; 256], [0u8; 256]);
     let na = exe_of(b"self", &mut a);
-    let nb = exe_of(itoa(pid as u64, &mut pb), &mut b);
-    na > 0 && na == nb && a[..na] == b[..nb]
+    let nb = exe_of(pid_s, &mut b);
+    if na == 0 || na != nb || a[..na] != b[..nb] {
+        return Err("another program");
+    }
+    let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+    let mut qb = [0u8; 64];
+    let na = read_small(path(&mut qb, &[b"/proc/self/cmdline"]), &mut a);
+    let nb = read_small(path(&mut qb, &[b"/proc/", pid_s, b"/cmdline"]), &mut b);
+    if na == 0 || na != nb || a[..na] != b[..nb] {
+        return Err("the same program with another command line");
+    }
+    Ok(())
 }
 
 /// With REUSE_TAKEOVER=1 and no REUSE_WAIT_MS, how long a stopped holder has to exit.
@@ -344,18 +376,18 @@ fn take_over(
         let Some(owner) = owner_of(inode, true) else {
             continue;
         };
-        if uid != me || !same_program(owner.pid) {
+        let why_not = if uid != me {
+            Err("another user's process")
+        } else {
+            same_program(owner.pid)
+        };
+        if let Err(why) = why_not {
             report::at(Level::Warn, |l| {
                 write!(
                     l,
-                    "{ep}: not taking over from PID {} ({}): {}",
+                    "{ep}: not taking over from PID {} ({}): {why}",
                     owner.pid,
-                    owner.name(),
-                    if uid != me {
-                        "another user's process"
-                    } else {
-                        "another program"
-                    }
+                    owner.name()
                 )
             });
             continue;
@@ -379,7 +411,12 @@ fn take_over(
         // this user's and this program's.
         unsafe { sys::kill(owner.pid, libc::SIGTERM) };
         let mut r = retry(fd, addr, len, grace);
-        if r.0 != 0 && r.1 == libc::EADDRINUSE {
+        // The PID may have exited and been reused while we waited: SIGKILL only the process
+        // that still holds this very socket.
+        if r.0 != 0
+            && r.1 == libc::EADDRINUSE
+            && owner_of(inode, true).is_some_and(|o| o.pid == owner.pid)
+        {
             report::at(Level::Warn, |l| {
                 write!(
                     l,
@@ -387,6 +424,7 @@ fn take_over(
                     owner.pid
                 )
             });
+            // SAFETY: as above, and checked again just now.
             unsafe { sys::kill(owner.pid, libc::SIGKILL) };
             r = retry(fd, addr, len, 1000);
         }

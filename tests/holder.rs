@@ -150,8 +150,25 @@ fn an_orphaned_worker_of_the_same_program_is_taken_over() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("PID {worker} ")));
     assert!(alive(worker));
 
+    // Under takeover, the same executable with another command line is not the same server
+    // (every Python script runs python3): left alone, and named.
     let mut c = command(probe().unwrap(), true);
     c.args(["serve", "4", "127.0.0.1", &port.to_string()]);
+    c.env("REUSE_TAKEOVER", "1").env("REUSE_WAIT_MS", "200");
+    let out = run(&mut c, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(98));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "not taking over from PID {worker} (probe): the same program with another command line"
+        )),
+        "{err}"
+    );
+    assert!(alive(worker));
+
+    // The same server started again (same executable, same command line): taken over.
+    let mut c = command(probe().unwrap(), true);
+    c.args(["forkserve", "4", "127.0.0.1", &port.to_string()]);
     c.env("REUSE_TAKEOVER", "1").env("REUSE_WAIT_MS", "2000");
     let next = spawn("next", &mut c);
     assert!(wait_http("127.0.0.1", port, Duration::from_secs(10)).is_some());
@@ -165,8 +182,6 @@ fn an_orphaned_worker_of_the_same_program_is_taken_over() {
         err.contains(&format!("taking over: stopping PID {worker} (probe)")),
         "{err}"
     );
-    // The orphan's group is the old master's; make sure nothing of it is left.
-    unsafe { libc::kill(worker, libc::SIGKILL) };
 }
 
 #[test]
