@@ -63,7 +63,8 @@ Environment (read by the library when a program loads it; `reuse run` flags set 
                     warnings are silent too
   REUSE_WAIT_MS   = 0-3600000   on EADDRINUSE, retry the bind for up to this many ms (default: 0)
   REUSE_TAKEOVER  = \"0\" | \"1\"   on EADDRINUSE, stop (SIGTERM, then SIGKILL) a listener of the
-                    same user running the same executable, and bind (default: 0)
+                    same user running the same executable with the same command line,
+                    and bind (default: 0)
   REUSE_HOLD, REUSE_HOLD_PORTS = set by `reuse run --hold` for COMMAND: where to ask for held
                     sockets, and for which ports
   REUSE_LIB       = path of libreuse.so, for `reuse run` and `reuse lib`
@@ -153,7 +154,7 @@ struct RunArgs {
     /// On EADDRINUSE, retry the bind for up to MS milliseconds (0-3600000) [REUSE_WAIT_MS]
     #[arg(long, value_name = "MS", value_parser = wait_flag)]
     wait: Option<OsString>,
-    /// On EADDRINUSE, stop a leftover listener of the same program and user [REUSE_TAKEOVER=1]
+    /// On EADDRINUSE, stop a leftover listener of the same user and command [REUSE_TAKEOVER=1]
     #[arg(long)]
     takeover: bool,
     /// Hold these ports' listening sockets across restarts: reuse stays as COMMAND's parent
