@@ -170,8 +170,11 @@ fn read_comm(pid: &[u8], out: &mut Owner) {
     });
 }
 
+/// How long naming a holder may take.
+const OWNER_SCAN_MS: u64 = 250;
+
 /// The process (other than this one, when `skip_self`) that holds socket `inode`. Scans at
-/// most 32768 processes and 65536 descriptors each; /proc of other users' processes is
+/// most 32768 processes and 65536 descriptors each, for 250 ms at most; /proc of other users' processes is
 /// unreadable without privilege, which leaves those holders unnamed.
 pub fn owner_of(inode: u64, skip_self: bool) -> Option<Owner> {
     let mut want = [0u8; 40];
@@ -188,8 +191,14 @@ pub fn owner_of(inode: u64, skip_self: bool) -> Option<Owner> {
     let me = report::pid() as u64;
     let mut found: Option<Owner> = None;
     let mut procs = 0;
+    // A bind waits for this: on a host with thousands of processes, give up unnamed
+    // rather than hold the server up.
+    let deadline = monotonic_ms() + OWNER_SCAN_MS;
     for_each_number(c"/proc", |pid| {
         procs += 1;
+        if monotonic_ms() > deadline {
+            return false;
+        }
         if skip_self && pid == me {
             return procs < 32768;
         }
