@@ -174,8 +174,8 @@ fn read_comm(pid: &[u8], out: &mut Owner) {
 const OWNER_SCAN_MS: u64 = 250;
 
 /// The process (other than this one, when `skip_self`) that holds socket `inode`. Scans at
-/// most 32768 processes and 65536 descriptors each, for 250 ms at most; /proc of other users' processes is
-/// unreadable without privilege, which leaves those holders unnamed.
+/// most 32768 processes and 65536 descriptors each, for 250 ms at most; /proc of other
+/// users' processes is unreadable without privilege, which leaves those holders unnamed.
 pub fn owner_of(inode: u64, skip_self: bool) -> Option<Owner> {
     let mut want = [0u8; 40];
     let mut ib = [0u8; 20];
