@@ -63,9 +63,9 @@ fn stderr_is_inet_socket() -> bool {
     }
 }
 
-/// Called once at load, before anything is logged.
+/// Called once at load, before anything is logged: one fstat.
 pub fn remember_stderr() {
-    if let (Some((dev, ino)), false) = (stderr_id(), stderr_is_inet_socket()) {
+    if let Some((dev, ino)) = stderr_id() {
         STDERR_DEV.store(dev, Ordering::Relaxed);
         STDERR_INO.store(ino, Ordering::Relaxed);
         STDERR_OK.store(true, Ordering::Relaxed);
@@ -82,7 +82,7 @@ fn stderr_unchanged() -> bool {
 }
 
 fn emit(line: &mut Line) {
-    if !stderr_unchanged() {
+    if !stderr_unchanged() || stderr_is_inet_socket() {
         return;
     }
     let bytes = line.finish();
