@@ -43,10 +43,6 @@ fn c_program(src: &'static str, name: &'static str) -> Option<PathBuf> {
     p
 }
 
-fn probe() -> Option<PathBuf> {
-    c_program("tests/c/probe.c", "probe")
-}
-
 /// A folder of this test process's own, removed when the guard goes.
 struct TempDir(PathBuf);
 

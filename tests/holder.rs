@@ -4,19 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn probe() -> Option<PathBuf> {
-    static PROBE: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| build_c("tests/c/probe.c", "probe", "cc"))
-        .clone()
-}
 
 fn listener(preload: bool, port: u16, env: &[(&str, &str)]) -> Proc {
     let mut c = command(probe().unwrap(), preload);

@@ -3,19 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-
-fn probe() -> Option<PathBuf> {
-    static PROBE: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| build_c("tests/c/probe.c", "probe", "cc"))
-        .clone()
-}
 
 /// Runs the probe with `env` (and the library when `preload`); stdout and stderr.
 fn run_probe(preload: bool, env: &[(&str, &str)], args: &[&str]) -> (String, String) {

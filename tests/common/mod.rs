@@ -380,3 +380,11 @@ pub fn nodemon() -> Option<PathBuf> {
     }
     Some(p)
 }
+
+/// tests/c/probe.c, built once per test binary; None (skip) without cc.
+pub fn probe() -> Option<PathBuf> {
+    static PROBE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| build_c("tests/c/probe.c", "probe", "cc"))
+        .clone()
+}
