@@ -25,7 +25,7 @@ fn int_option(fd: c_int, level: c_int, name: c_int) -> c_int {
     let mut v: c_int = 0;
     let mut len = size_of::<c_int>() as socklen_t;
     // SAFETY: v and len outlive the call and len is v's size.
-    unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
+    unsafe { crate::sys::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
     v
 }
 
@@ -37,7 +37,7 @@ fn set_timeouts(conn: c_int) {
     for name in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         // SAFETY: tv outlives the call and the length is its size.
         unsafe {
-            libc::setsockopt(
+            crate::sys::setsockopt(
                 conn,
                 libc::SOL_SOCKET,
                 name,

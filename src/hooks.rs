@@ -155,7 +155,7 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
 fn set_int(fd: c_int, name: c_int, v: c_int) -> c_int {
     // SAFETY: v outlives the call and the length is its size.
     unsafe {
-        libc::setsockopt(
+        crate::sys::setsockopt(
             fd,
             libc::SOL_SOCKET,
             name,
@@ -186,7 +186,7 @@ fn apply(fd: c_int, ep: &Endpoint, o: &Options) {
         };
         // SAFETY: l outlives the call and the length is its size.
         let rc = unsafe {
-            libc::setsockopt(
+            crate::sys::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
                 LINGER_OPTION.0,

@@ -34,5 +34,5 @@ extern "C" {}
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    unsafe { libc::abort() }
+    sys::abort()
 }

@@ -41,7 +41,7 @@ fn stderr_is_inet_socket() -> bool {
         let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: v and len outlive the call; a non-socket just fails with ENOTSOCK.
         let rc = unsafe {
-            libc::getsockopt(
+            crate::sys::getsockopt(
                 2,
                 libc::SOL_SOCKET,
                 libc::SO_DOMAIN,

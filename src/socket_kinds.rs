@@ -4,13 +4,22 @@
 //! A lock-free table of one byte per descriptor: `socket()` writes the entry, `close()`,
 //! `dup2()` and `dup3()` keep it true. Descriptors the table cannot vouch for (inherited
 //! across exec, made by a raw system call, or past the table's end) read as unknown, and
-//! `bind()` then asks the kernel. The table lives in .bss: its pages cost nothing until a
-//! descriptor in them is used.
+//! `bind()` then asks the kernel.
+//!
+//! The table (1 MiB of address space, pages made only where descriptors are used) is mapped
+//! by the first inet `socket()`, not at load: a mapping made at load is one more `mmap`
+//! and teardown in every process that inherits the library, and most of them (shells,
+//! compilers, `/bin/true`) never make a socket. The first inet socket claims the table with
+//! a compare-and-swap, without a lock; if the mapping fails, the table stays absent and
+//! every bind asks the kernel.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use libc::{c_int, c_void, socklen_t};
 use reuse_core::decision::Transport;
+
+use crate::{errno, sys};
 
 const UNKNOWN: u8 = 0;
 const TCP: u8 = 1;
@@ -19,11 +28,41 @@ const OTHER_INET: u8 = 3;
 const NOT_INET: u8 = 4;
 
 const SLOTS: usize = 1 << 20;
-static KINDS: [AtomicU8; SLOTS] = [const { AtomicU8::new(UNKNOWN) }; SLOTS];
+type Table = [AtomicU8; SLOTS];
+
+static KINDS: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
+
+fn table() -> Option<&'static Table> {
+    // SAFETY: non-null only once it points at a mapping of SLOTS zeroed bytes that is never
+    // unmapped; AtomicU8 has the layout of u8, and zero is UNKNOWN.
+    unsafe { KINDS.load(Ordering::Acquire).as_ref() }
+}
+
+#[cold]
+fn map_table() -> Option<&'static Table> {
+    let saved = errno::get();
+    // SAFETY: a fresh private anonymous mapping of the table's size.
+    let mine = unsafe { sys::map_zeroed(SLOTS) }.cast::<Table>();
+    let won = if mine.is_null() {
+        None
+    } else {
+        match KINDS.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(mine),
+            Err(theirs) => {
+                // Another thread's first socket was faster: use its table, drop ours.
+                unsafe { sys::unmap(mine.cast::<c_void>(), SLOTS) };
+                Some(theirs)
+            }
+        }
+    };
+    errno::set(saved);
+    // SAFETY: as in table().
+    won.and_then(|p| unsafe { p.as_ref() })
+}
 
 #[inline]
 fn slot(fd: c_int) -> Option<&'static AtomicU8> {
-    KINDS.get(usize::try_from(fd).ok()?)
+    table()?.get(usize::try_from(fd).ok()?)
 }
 
 #[cfg(not(target_vendor = "apple"))]
@@ -55,8 +94,18 @@ fn classify(sock_type: c_int, protocol: c_int) -> Transport {
 
 #[inline]
 pub fn record(fd: c_int, domain: c_int, sock_type: c_int, protocol: c_int) {
-    if let Some(s) = slot(fd) {
-        s.store(code_of(domain, sock_type, protocol), Ordering::Relaxed);
+    let code = code_of(domain, sock_type, protocol);
+    // A table that does not exist yet holds no entry to correct: only inet sockets make it.
+    let table = match table() {
+        Some(t) => t,
+        None if code == NOT_INET => return,
+        None => match map_table() {
+            Some(t) => t,
+            None => return,
+        },
+    };
+    if let Some(s) = usize::try_from(fd).ok().and_then(|i| table.get(i)) {
+        s.store(code, Ordering::Relaxed);
     }
 }
 
@@ -94,7 +143,7 @@ fn int_option(fd: c_int, name: c_int) -> Option<c_int> {
     let mut len = core::mem::size_of::<c_int>() as socklen_t;
     let p = &mut v as *mut c_int as *mut c_void;
     // SAFETY: v and len outlive the call and len is v's size.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, p, &mut len) };
+    let rc = unsafe { crate::sys::getsockopt(fd, libc::SOL_SOCKET, name, p, &mut len) };
     (rc == 0).then_some(v)
 }
 

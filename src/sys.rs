@@ -1,12 +1,13 @@
-//! The system calls the library makes off the hot path (logging, diagnosis, waiting, hold
-//! mode's hand-over), made directly on Linux x86_64 and aarch64.
+//! The system calls the library makes of its own (the socket options it sets, logging,
+//! diagnosis, waiting, hold mode's hand-over), made through libc's `syscall` on Linux x86_64
+//! and aarch64.
 //!
-//! Why not through libc: the library is loaded into every process that inherits the
-//! environment, and the loader resolves each libc symbol it imports, eagerly, at every
-//! exec (Rust calls through the GOT, so there is no lazy PLT binding to defer the work).
-//! Thirteen functions used only when something goes wrong cost every `exec` about 8,000
-//! instructions of symbol lookups; one `syscall` import costs one. Elsewhere (macOS, other
-//! architectures) these are the libc functions.
+//! Why not through the libc functions of those names: the library is loaded into every
+//! process that inherits the environment, and the loader resolves each libc symbol it
+//! imports, eagerly, at every exec (Rust calls through the GOT, so there is no lazy PLT
+//! binding to defer the work): about 600 instructions a symbol. Sixteen functions cost
+//! every `exec` about 10,000 instructions of symbol lookups; one `syscall` import costs one.
+//! Elsewhere (macOS, other architectures) these are the libc functions.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -97,6 +98,57 @@ mod imp {
     }
     pub unsafe fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
         ret(syscall(libc::SYS_fstat, fd as c_long, st))
+    }
+    pub unsafe fn setsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *const c_void,
+        len: socklen_t,
+    ) -> c_int {
+        let (fd, level, name, len) = (fd as c_long, level as c_long, name as c_long, len as c_long);
+        ret(syscall(libc::SYS_setsockopt, fd, level, name, v, len))
+    }
+    pub unsafe fn getsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *mut c_void,
+        len: *mut socklen_t,
+    ) -> c_int {
+        let (fd, level, name) = (fd as c_long, level as c_long, name as c_long);
+        ret(syscall(libc::SYS_getsockopt, fd, level, name, v, len))
+    }
+    /// What a panic ends in (none is expected): SIGABRT, as abort(3) would send, and if the
+    /// host catches or blocks it, the end of the process all the same.
+    pub fn abort() -> ! {
+        unsafe {
+            syscall(libc::SYS_kill, getpid() as c_long, libc::SIGABRT as c_long);
+            loop {
+                syscall(libc::SYS_exit_group, 134 as c_long);
+            }
+        }
+    }
+    /// Private anonymous memory, reserved lazily by the kernel; null on failure.
+    pub unsafe fn map_zeroed(len: size_t) -> *mut c_void {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let r = syscall(
+            libc::SYS_mmap,
+            0 as c_long,
+            len,
+            (libc::PROT_READ | libc::PROT_WRITE) as c_long,
+            flags as c_long,
+            -1 as c_long,
+            0 as c_long,
+        );
+        if r < 0 {
+            core::ptr::null_mut()
+        } else {
+            r as *mut c_void
+        }
+    }
+    pub unsafe fn unmap(p: *mut c_void, len: size_t) {
+        syscall(libc::SYS_munmap, p, len);
     }
 
     /// The kernel's signal set for these architectures: one 64-bit word.
@@ -200,6 +252,46 @@ mod imp {
     }
     pub unsafe fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
         libc::fstat(fd, st)
+    }
+    pub unsafe fn setsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *const c_void,
+        len: socklen_t,
+    ) -> c_int {
+        libc::setsockopt(fd, level, name, v, len)
+    }
+    pub unsafe fn getsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        v: *mut c_void,
+        len: *mut socklen_t,
+    ) -> c_int {
+        libc::getsockopt(fd, level, name, v, len)
+    }
+    pub fn abort() -> ! {
+        unsafe { libc::abort() }
+    }
+    pub unsafe fn map_zeroed(len: size_t) -> *mut c_void {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let p = libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANON,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            core::ptr::null_mut()
+        } else {
+            p
+        }
+    }
+    pub unsafe fn unmap(p: *mut c_void, len: size_t) {
+        libc::munmap(p, len);
     }
 
     /// Writes without letting a SIGPIPE from this write reach the host (see the Linux one).
