@@ -2,10 +2,11 @@
 //!
 //!     cargo build --release && cargo bench --bench overhead
 //!
-//! Rounds alternate without and with the library, so drift of a noisy machine hits both
-//! sides alike; the medians and their ratio are printed. Instructions per bind() come from
-//! callgrind (stable whatever else the machine is doing), system calls per bind() from strace.
-//! REUSE_BENCH_ROUNDS (default 15) sets the rounds.
+//! Each round runs every variant (nothing preloaded, two empty libraries, libreuse) back to
+//! back, so drift of a noisy machine hits them alike; the medians and the medians of each
+//! round's ratios are printed. Instructions come from callgrind and system calls from
+//! strace (both stable whatever else the machine is doing), page faults from perf.
+//! REUSE_BENCH_ROUNDS (default 31) sets the rounds.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -88,62 +89,127 @@ fn syscalls(bench: &std::path::Path, args: &[&str]) -> Option<Vec<(String, u64)>
     )
 }
 
+/// What is preloaded in one column of the tables.
+struct Variant {
+    name: &'static str,
+    preload: Option<std::path::PathBuf>,
+}
+
+/// Medians of one operation over the rounds: ns per operation for each variant, and the
+/// median of each round's ratio to the run without anything preloaded (each round runs the
+/// variants back to back, in an order that rotates, so a slow spell of the machine hits a
+/// round's variants alike and mostly cancels out of its ratios).
+struct Row {
+    medians: Vec<f64>,
+    fastest: Vec<f64>,
+    ratios: Vec<f64>,
+}
+
+fn measure(bench: &std::path::Path, variants: &[Variant], args: &[&str], rounds: usize) -> Row {
+    let n = variants.len();
+    let mut times = vec![Vec::new(); n];
+    let mut ratios = vec![Vec::new(); n];
+    for r in 0..rounds {
+        let mut this = vec![0.0; n];
+        for i in 0..n {
+            let v = (i + r) % n;
+            this[v] = time_op(bench, variants[v].preload.as_deref(), args);
+        }
+        for v in 0..n {
+            times[v].push(this[v]);
+            ratios[v].push(this[v] / this[0]);
+        }
+    }
+    Row {
+        medians: times.iter_mut().map(|t| median(t)).collect(),
+        // median() sorted them: the fastest round is the least disturbed one.
+        fastest: times.iter().map(|t| t[0]).collect(),
+        ratios: ratios.iter_mut().map(|t| median(t)).collect(),
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken.
     let rounds: usize = std::env::var("REUSE_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(31);
     let bench = build_c("tests/c/bench.c", "bench", "cc").expect("cc is needed");
-    let empty = empty_preload();
     let lib = lib_path();
+    let variants = [
+        Variant {
+            name: "nothing",
+            preload: None,
+        },
+        Variant {
+            name: "empty C library",
+            preload: Some(empty_preload("defaults", &[])),
+        },
+        Variant {
+            name: "minimal preload",
+            preload: Some(empty_preload("minimal", MINIMAL_LINK)),
+        },
+        Variant {
+            name: "libreuse.so",
+            preload: Some(lib.clone()),
+        },
+    ];
+    let (empty, minimal) = (
+        variants[1].preload.clone().unwrap(),
+        variants[2].preload.clone().unwrap(),
+    );
     let port = free_port().to_string();
     let truth =
         std::fs::canonicalize("/bin/true").map_or("/bin/true".into(), |p| p.display().to_string());
     let cases: [(&str, Vec<&str>); 3] = [
         (
-            "bind() on an allowed port (socket+bind+close)",
+            "`bind()` on an allowed port (socket+bind+close)",
             vec!["bind", "20000", &port],
         ),
-        ("socket()+close()", vec!["socket", "50000"]),
+        ("`socket()+close()`", vec!["socket", "50000"]),
         (
-            "exec of /bin/true (posix_spawn+wait)",
-            vec!["exec", "300", &truth],
+            "exec of `/bin/true` (posix_spawn+wait)",
+            vec!["exec", "100", &truth],
         ),
     ];
-    println!("reuse overhead, {rounds} alternating rounds; {}", machine());
+    println!("reuse overhead, {rounds} rounds; {}", machine());
     println!();
-    println!("The floor: an empty C library preloaded (no constructor, one symbol) shows what preloading anything costs.");
+    println!("Preloaded: nothing; an empty C library (one function) built with the compiler's defaults; the same library linked like libreuse.so (build.rs: no start files, no RELRO, code and constants in one segment), the floor of preloading anything; libreuse.so (REUSE_OPTIONS=addr).");
     println!();
-    println!("| operation | without (ns) | empty preload (ns) | libreuse (ns) | ratio | ratio to the floor |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let mut minima = Vec::new();
+    println!("Medians, ns per operation; the ratios are medians of each round's ratio to the run without anything preloaded:");
+    println!();
+    println!("| operation | nothing | empty C library | minimal preload | libreuse | libreuse / nothing | minimal / nothing | libreuse / minimal |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut fastest = Vec::new();
     for (name, args) in &cases {
-        let (mut a, mut e, mut b) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            a.push(time_op(&bench, None, args));
-            e.push(time_op(&bench, Some(&empty), args));
-            b.push(time_op(&bench, Some(&lib), args));
-        }
-        let (ma, me, mb) = (median(&mut a), median(&mut e), median(&mut b));
+        let row = measure(&bench, &variants, args, rounds);
+        let m = &row.medians;
         println!(
-            "| {name} | {ma:.0} | {me:.0} | {mb:.0} | {:.3} | {:.3} |",
-            mb / ma,
-            mb / me
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} |",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            row.ratios[3],
+            row.ratios[2],
+            row.ratios[3] / row.ratios[2]
         );
-        // Sorted by median(); the fastest round is the least disturbed one.
-        minima.push((name, a[0], e[0], b[0]));
+        fastest.push((name, row.fastest));
     }
     println!();
     println!("The fastest round of each (noise on a shared machine only ever adds time):");
     println!();
-    println!("| operation | without (ns) | empty preload (ns) | libreuse (ns) | ratio | ratio to the floor |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (name, a, e, b) in minima {
+    println!("| operation | nothing | empty C library | minimal preload | libreuse | libreuse / nothing | libreuse / minimal |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, f) in fastest {
         println!(
-            "| {name} | {a:.0} | {e:.0} | {b:.0} | {:.3} | {:.3} |",
-            b / a,
-            b / e
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+            f[3] / f[0],
+            f[3] / f[2]
         );
     }
 
@@ -153,28 +219,50 @@ fn main() {
         let two = instructions(&bench, preload, &["bind", "2000", &port])?;
         Some((two as f64 - one as f64) / 1000.0)
     };
+    println!();
     if let (Some(a), Some(b)) = (per_bind(None), per_bind(Some(&lib))) {
-        println!();
-        println!("callgrind: {a:.0} instructions per socket+bind+close without, {b:.0} with: +{:.0} per bind", b - a);
+        println!("- callgrind: {a:.0} instructions per socket+bind+close without, {b:.0} with: +{:.0} per bind", b - a);
     }
     let load = |preload: Option<&std::path::Path>| instructions(&bench, preload, &["socket", "1"]);
-    if let (Some(a), Some(e), Some(b)) = (load(None), load(Some(&empty)), load(Some(&lib))) {
+    if let (Some(a), Some(e), Some(m), Some(b)) = (
+        load(None),
+        load(Some(&empty)),
+        load(Some(&minimal)),
+        load(Some(&lib)),
+    ) {
         println!(
-            "callgrind: a program that starts and exits: {a} instructions without, {e} with the empty library (+{}), {b} with libreuse (+{}: loading and the constructor)",
+            "- callgrind, a program that starts and exits: {a} instructions without; +{} with the empty C library, +{} with the minimal preload, +{} with libreuse (loading, its imports, the constructor)",
             e - a,
+            m - a,
             b - a
         );
     }
     if let Some(calls) = syscalls(&bench, &["bind", "1000", &port]) {
         let get = |n: &str| calls.iter().find(|(k, _)| k == n).map_or(0, |(_, c)| *c);
         println!(
-            "strace: 1000 binds made {} bind, {} setsockopt, {} getsockopt calls (the floor for REUSE_OPTIONS=addr: 1000 setsockopt, 0 getsockopt)",
+            "- strace: 1000 binds made {} bind, {} setsockopt, {} getsockopt calls (the floor for REUSE_OPTIONS=addr: 1000 setsockopt, 0 getsockopt)",
             get("bind"),
             get("setsockopt"),
             get("getsockopt")
         );
     }
-    if let Some(rows) = perf_exec(&empty, &lib) {
+    let mapping: Vec<String> = variants
+        .iter()
+        .filter_map(|v| {
+            Some(format!(
+                "{} {}",
+                v.name,
+                startup_calls(v.preload.as_deref())?
+            ))
+        })
+        .collect();
+    if !mapping.is_empty() {
+        println!(
+            "- strace, system calls to start /bin/true: {}",
+            mapping.join("; ")
+        );
+    }
+    if let Some(rows) = perf_exec(&variants) {
         println!();
         println!("perf stat, 500 runs of /bin/true each (the process's own CPU time and page faults, without perf's or the parent's):");
         println!();
@@ -198,19 +286,39 @@ fn main() {
     }
 }
 
-/// CPU time and page faults of /bin/true with nothing, the empty library and libreuse
-/// preloaded, from `perf stat` (software counters, which work in virtual machines too).
-fn perf_exec(
-    empty: &std::path::Path,
-    lib: &std::path::Path,
-) -> Option<Vec<(&'static str, f64, u64)>> {
+/// The link options build.rs gives libreuse.so that any C compiler's driver takes (rustc's
+/// lld also gets --no-rosegment, which GNU ld refuses; GNU ld merges the same segments
+/// with -z noseparate-code).
+const MINIMAL_LINK: &[&str] = &["-nostartfiles", "-Wl,-z,norelro", "-Wl,-z,noseparate-code"];
+
+/// The system calls a start of /bin/true makes, counted by strace: all, and the mmap and
+/// mprotect calls among them (the loader's work for each loaded object).
+fn startup_calls(preload: Option<&std::path::Path>) -> Option<String> {
+    require("strace", "apt-get install strace")?;
+    let mut c = command("strace", false);
+    c.args(["-qq", "-e", "trace=all", "/bin/true"]);
+    if let Some(p) = preload {
+        c.env(preload_var(), p);
+    }
+    let out = run(&mut c, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let calls: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains('(') && !l.starts_with("execve"))
+        .collect();
+    let maps = calls
+        .iter()
+        .filter(|l| l.starts_with("mmap(") || l.starts_with("mprotect("))
+        .count();
+    Some(format!("{} calls ({maps} mmap/mprotect)", calls.len()))
+}
+
+/// CPU time and page faults of /bin/true with each variant preloaded, from `perf stat`
+/// (software counters, which work in virtual machines too).
+fn perf_exec(variants: &[Variant]) -> Option<Vec<(&'static str, f64, u64)>> {
     require("perf", "apt-get install linux-perf")?;
     let mut rows = Vec::new();
-    for (name, preload) in [
-        ("nothing", None),
-        ("empty C library", Some(empty)),
-        ("libreuse.so", Some(lib)),
-    ] {
+    for v in variants {
         let mut c = command("perf", false);
         c.args([
             "stat",
@@ -221,7 +329,7 @@ fn perf_exec(
             "task-clock,page-faults",
             "/bin/true",
         ]);
-        if let Some(p) = preload {
+        if let Some(p) = &v.preload {
             c.env(preload_var(), p);
         }
         let out = run(&mut c, Duration::from_secs(300));
@@ -232,16 +340,18 @@ fn perf_exec(
                 .and_then(|l| l.split(',').next())
                 .and_then(|v| v.parse::<f64>().ok())
         };
-        rows.push((name, field("task-clock")?, field("page-faults")? as u64));
+        rows.push((v.name, field("task-clock")?, field("page-faults")? as u64));
     }
     Some(rows)
 }
 
-/// Builds tests/c/empty_preload.c into a shared library.
-fn empty_preload() -> std::path::PathBuf {
-    let out = std::env::temp_dir().join(format!("reuse-empty-{}.so", std::process::id()));
+/// Builds tests/c/empty_preload.c into a shared library, with extra link options.
+fn empty_preload(tag: &str, link: &[&str]) -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("reuse-empty-{tag}-{}.so", std::process::id()));
     let ok = std::process::Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .args(["-O2", "-shared", "-fPIC"])
+        .args(link)
+        .arg("-o")
         .arg(&out)
         .arg(repo_root().join("tests/c/empty_preload.c"))
         .status()
