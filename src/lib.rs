@@ -22,9 +22,13 @@ mod socket_kinds;
 mod state;
 mod sys;
 
-// The libc crate leaves musl's libc to the linker's defaults, which for a -crt-static-less
-// cdylib records no NEEDED entry; name it, so the library says what it needs like any other.
-#[cfg(target_env = "musl")]
+// Name libc, so the library records it as NEEDED (with versioned symbols) like any other.
+// The libc crate leaves it to the linker's defaults for musl, and for glibc too once cargo
+// unifies its features with the command's std build (`cargo build --workspace`); the
+// library's `-nostartfiles` (build.rs) leaves no start file to pull it in either. Without
+// the entry the library would still load into every libc program, but with unversioned
+// imports, and not at all into a program without libc.
+#[cfg(target_os = "linux")]
 #[link(name = "c")]
 extern "C" {}
 

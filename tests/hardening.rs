@@ -905,6 +905,43 @@ fn extra(
         .collect()
 }
 
+/// What the loader is told about the library: it needs glibc's libc.so.6 and nothing else
+/// (no libgcc_s, no libdl), asks for versioned libc symbols, and binds every import at load
+/// (BIND_NOW), so no hook ever enters the loader to resolve a symbol lazily, in a signal
+/// handler or a forked child. The segments are build.rs's layout: two, no RELRO.
+#[test]
+fn the_library_needs_libc_alone_and_binds_its_imports_at_load() {
+    let Some(readelf) = require("readelf", "apt-get install binutils") else {
+        return;
+    };
+    let lib = lib_path();
+    let show = |flag: &str| {
+        let out = run(
+            Command::new(&readelf).args([flag, "-W"]).arg(&lib),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dynamic = show("-d");
+    let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
+    assert_eq!(needed.len(), 1, "{dynamic}");
+    assert!(needed[0].contains("[libc.so.6]"), "{dynamic}");
+    assert!(dynamic.contains("BIND_NOW"), "{dynamic}");
+    assert!(!dynamic.contains("TEXTREL"), "{dynamic}");
+    assert!(
+        show("-V").contains("File: libc.so.6"),
+        "no versioned imports"
+    );
+    let segments = show("-l");
+    let loads = segments
+        .lines()
+        .filter(|l| l.trim_start().starts_with("LOAD"))
+        .count();
+    assert_eq!(loads, 2, "{segments}");
+    assert!(!segments.contains("GNU_RELRO"), "{segments}");
+}
+
 #[test]
 fn strace_shows_the_library_adds_only_setsockopt_to_a_successful_bind() {
     if probe().is_none() {
