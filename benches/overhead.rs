@@ -10,6 +10,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+// The restart harness's servers and measurements, run here one server at a time.
+#[path = "../tests/harness_support/mod.rs"]
+#[allow(dead_code)]
+mod harness_support;
 
 use std::time::Duration;
 
@@ -272,18 +276,67 @@ fn main() {
             println!("| {name} | {ms:.3} | {faults} |");
         }
     }
-    let table = target_dir().join("..").join("harness-table.md");
-    if let Ok(t) = std::fs::read_to_string(&table) {
-        println!();
-        println!(
-            "restart-to-ready beside cold start, from the last harness run ({}):",
-            table.display()
-        );
-        println!("{t}");
-    } else {
-        println!();
-        println!("restart-to-ready: run the harness first (cargo test --release --test harness -- --nocapture) for its table");
+    restart_to_ready();
+}
+
+/// Restart-to-ready of each stock server beside its cold start, measured by the restart
+/// harness's own code (20 restarts with the library, 20 without, 20 cold starts each; see
+/// README, "The restart harness"), one server at a time so no other server's start shares
+/// the CPUs (the harness's tests run side by side). REUSE_BENCH_HARNESS=0 skips it.
+fn restart_to_ready() {
+    if std::env::var("REUSE_BENCH_HARNESS").as_deref() == Ok("0") {
+        return;
     }
+    // As many cold starts as restarts: five (the tests' default) leave a median that moves
+    // by several per cent between runs for the Python servers.
+    if std::env::var_os("REUSE_HARNESS_COLD_STARTS").is_none() {
+        let n = harness_support::cycles().to_string();
+        std::env::set_var("REUSE_HARNESS_COLD_STARTS", n);
+    }
+    use harness_support::servers::*;
+    type Make = fn() -> Option<harness_support::Spec>;
+    let servers: [Make; 11] = [
+        socketserver,
+        http_server,
+        flask,
+        uvicorn,
+        gunicorn,
+        node_http,
+        socat,
+        legacy_c,
+        nginx,
+        nodemon_node_app,
+        nodemon_python_app,
+    ];
+    println!();
+    println!("Restart-to-ready (the old instance's death to the first answer, with libreuse) beside a cold start (spawn to first answer on a fresh port), medians; each server's row of the harness table follows its line:");
+    let mut lines = Vec::new();
+    for make in servers {
+        let Some(m) = harness_support::restart_case(make) else {
+            continue;
+        };
+        if let (Some(r), Some(c)) = (m.restart, m.cold) {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            lines.push(format!(
+                "| {} | {:.1} | {:.1} | {:.3} |",
+                m.name,
+                ms(r),
+                ms(c),
+                ms(r) / ms(c)
+            ));
+        }
+    }
+    println!();
+    println!("| server | restart to ready (ms) | cold start (ms) | ratio |");
+    println!("|---|---:|---:|---:|");
+    for l in lines {
+        println!("{l}");
+    }
+    println!();
+    println!(
+        "The whole harness table: {}",
+        target_dir().join("..").join("harness-table.md").display()
+    );
 }
 
 /// The link options build.rs gives libreuse.so that any C compiler's driver takes (rustc's

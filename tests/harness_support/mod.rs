@@ -23,8 +23,17 @@ pub mod servers;
 
 /// Every server listens on loopback only.
 pub const HOST: &str = "127.0.0.1";
-/// Cold starts measured per server, each on a fresh port, with the library.
-pub const COLD_STARTS: usize = 5;
+/// Cold starts measured per server, each on a fresh port, with the library:
+/// REUSE_HARNESS_COLD_STARTS, default 5 (the overhead benchmark takes as many as restarts).
+pub fn cold_starts() -> usize {
+    match std::env::var("REUSE_HARNESS_COLD_STARTS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => panic!("REUSE_HARNESS_COLD_STARTS must be a number from 1 to 1000, not {v:?}"),
+        },
+        Err(_) => 5,
+    }
+}
 /// Restart cycles for servers whose old listening socket outlives the killed process: each
 /// failing attempt costs the server's own bind retries, and the outcome does not vary.
 pub const OUTLIVE_CYCLES: usize = 3;
@@ -304,9 +313,15 @@ pub fn wait_ready(
         if t0.elapsed() >= timeout {
             return Err(NotReady::Timeout(timeout));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Finely at first, so a server ready in a few milliseconds (nginx, socat, the C
+        // server) is not measured in steps of the poll; a refused connect costs microseconds.
+        let step = if t0.elapsed() < FINE_POLL_FOR { 1 } else { 5 };
+        std::thread::sleep(Duration::from_millis(step));
     }
 }
+
+/// How long wait_ready polls every millisecond before every 5 ms.
+const FINE_POLL_FOR: Duration = Duration::from_millis(500);
 
 // ---------------------------------------------------------------------------------------
 // What a server is, and how it is restarted
@@ -653,12 +668,13 @@ fn interleaved(spec: &Spec, n: usize) -> (Series, Series, Vec<Duration>) {
     let mut with = Chain::new(spec, true);
     let mut without = Chain::new(spec, false);
     let mut cold = Vec::new();
-    for i in 0..n.max(COLD_STARTS) {
+    let colds = cold_starts();
+    for i in 0..n.max(colds) {
         if i < n {
             with.restart(i);
             without.restart(i);
         }
-        if i < COLD_STARTS {
+        if i < colds {
             cold.push(cold_start(spec));
         }
     }
@@ -815,11 +831,20 @@ impl Drop for Finished {
     }
 }
 
+/// What a restart case measured, for the overhead benchmark: the server, and the medians of
+/// restart-to-ready with the library and of its cold starts. (The tests only assert.)
+#[allow(dead_code)]
+pub struct Measured {
+    pub name: String,
+    pub restart: Option<Duration>,
+    pub cold: Option<Duration>,
+}
+
 /// One restart case: cold starts, N restarts with the library, N without; a table row; then
 /// the assertions (after the row is written, so a failure shows in the table too).
-pub fn restart_case(make: impl FnOnce() -> Option<Spec>) {
+pub fn restart_case(make: impl FnOnce() -> Option<Spec>) -> Option<Measured> {
     let _finished = Finished;
-    let Some(spec) = make() else { return };
+    let spec = make()?;
     let n = cycles();
     let (with, without, cold) = interleaved(&spec, n);
     let restarted_by = match &spec.restart {
@@ -887,6 +912,24 @@ pub fn restart_case(make: impl FnOnce() -> Option<Spec>) {
             spec.name, without.failures
         );
     }
+    Some(Measured {
+        name: spec.name.clone(),
+        restart: median_of(&with.times),
+        cold: median_of(&cold),
+    })
+}
+
+pub fn median_of(v: &[Duration]) -> Option<Duration> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort();
+    Some(if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2
+    })
 }
 
 /// One outliving case: only the master is SIGKILLed; what the restart does, with and without
@@ -955,15 +998,8 @@ fn yes_no(b: bool) -> String {
 }
 
 pub fn median(v: &[Duration]) -> String {
-    if v.is_empty() {
+    let Some(m) = median_of(v) else {
         return "-".into();
-    }
-    let mut v = v.to_vec();
-    v.sort();
-    let m = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2
     };
     let ms = m.as_secs_f64() * 1000.0;
     if ms < 10.0 {
@@ -1072,8 +1108,9 @@ impl Table {
              fewest seen at a restart is shown), cycles alternating SIGTERM and SIGKILL; restart \
              to ready = the old instance's death to the first answered request (median); cold \
              start = spawn to first answer on a fresh port, with libreuse (median of \
-             {COLD_STARTS}). Without libreuse, one attempt per cycle with a {}-s readiness \
+             {}). Without libreuse, one attempt per cycle with a {}-s readiness \
              timeout (the servers that fail exit at once).\nMachine: {}.\n\n",
+            cold_starts(),
             CONTROL_TIMEOUT.as_secs(),
             machine()
         );
