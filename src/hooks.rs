@@ -62,8 +62,12 @@ pub unsafe extern "C" fn reuse_dup3(old: c_int, new: c_int, flags: c_int) -> c_i
     real::dup3()(old, new, flags)
 }
 
+/// The shortest sockaddr_in6 Linux takes in a bind: RFC 2133's, without sin6_scope_id.
+const SIN6_LEN_RFC2133: usize = 24;
+
 /// The address a bind names, if it is an inet one the kernel would accept the length of.
-/// The caller's buffer may be unaligned, hence the unaligned reads.
+/// The caller's buffer may be unaligned, hence the unaligned reads, and may be as short as
+/// the length says, hence field by field for IPv6.
 unsafe fn endpoint(addr: *const sockaddr, len: socklen_t) -> Option<Endpoint> {
     if addr.is_null() || (len as usize) < size_of::<sockaddr_in>() {
         return None;
@@ -75,9 +79,17 @@ unsafe fn endpoint(addr: *const sockaddr, len: socklen_t) -> Option<Endpoint> {
             a.sin_addr.s_addr.to_ne_bytes(),
             u16::from_be(a.sin_port),
         ))
-    } else if family == libc::AF_INET6 && len as usize >= size_of::<sockaddr_in6>() {
-        let a = ptr::read_unaligned(addr.cast::<sockaddr_in6>());
-        Some(Endpoint::V6(a.sin6_addr.s6_addr, u16::from_be(a.sin6_port)))
+    } else if family == libc::AF_INET6 && len as usize >= SIN6_LEN_RFC2133 {
+        let base = addr.cast::<u8>();
+        let port = ptr::read_unaligned(
+            base.add(core::mem::offset_of!(sockaddr_in6, sin6_port))
+                .cast::<u16>(),
+        );
+        let ip = ptr::read_unaligned(
+            base.add(core::mem::offset_of!(sockaddr_in6, sin6_addr))
+                .cast::<[u8; 16]>(),
+        );
+        Some(Endpoint::V6(ip, u16::from_be(port)))
     } else {
         None
     }

@@ -153,6 +153,7 @@ fn options_follow_the_configuration() {
     let cases: Vec<Case> = vec![
         (vec![], "4", "tcp", p, addr),
         (vec![], "6", "tcp", p, addr),
+        (vec![], "6rfc2133", "tcp", p, addr),
         (vec![], "4", "udp", p, none),
         (vec![], "6", "udp", p, none),
         (vec![], "4", "tcp", 0, none),

@@ -1,10 +1,12 @@
 /* A small C program the library tests run under LD_PRELOAD: it makes the libc calls a
  * server makes and prints what the kernel then says about its sockets.
  *
- *   probe bind 4|6 tcp|udp ADDR PORT [loaded]
+ *   probe bind 4|6|6rfc2133 tcp|udp ADDR PORT [loaded]
  *                                      socket+bind, print rc, errno and the options; with
  *                                      `loaded`, add loaded=0|1: whether /proc/self/maps
- *                                      shows libreuse mapped into this process
+ *                                      shows libreuse mapped into this process; 6rfc2133
+ *                                      binds IPv6 with the 24-byte sockaddr_in6 of RFC 2133
+ *                                      (no sin6_scope_id), which Linux still accepts
  *   probe unix PATH                    bind a Unix socket, print its SO_REUSEADDR
  *   probe serve 4|6 ADDR PORT          a legacy server: no SO_REUSEADDR, answers HTTP/1.0
  *                                      and closes first, until killed
@@ -81,13 +83,15 @@ static int libreuse_mapped(void) {
     return found;
 }
 
-static int do_bind(int fam, const char *proto, const char *host, int port, int show_loaded) {
+static int do_bind(int fam, int rfc2133, const char *proto, const char *host, int port,
+                   int show_loaded) {
     int type = strcmp(proto, "udp") == 0 ? SOCK_DGRAM : SOCK_STREAM;
     int fd = socket(fam == 4 ? AF_INET : AF_INET6, type | SOCK_CLOEXEC, 0);
     if (fd < 0) { perror("socket"); return 2; }
     struct sockaddr_storage ss;
     socklen_t len;
     if (make_addr(fam, host, port, &ss, &len)) { fprintf(stderr, "bad address\n"); return 2; }
+    if (rfc2133) len = 24;
     /* errno must come back as the kernel left it: untouched by a successful bind. */
     errno = 4242;
     int rc = bind(fd, (struct sockaddr *)&ss, len);
@@ -264,12 +268,12 @@ static int do_closed2(const char *file, int port) {
     close(2);
     int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd != 2) { printf("open gave %d\n", fd); return 2; }
-    return do_bind(4, "tcp", "127.0.0.1", port, 0);
+    return do_bind(4, 0, "tcp", "127.0.0.1", port, 0);
 }
 
 int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
-        return do_bind(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]),
+        return do_bind(atoi(argv[2]), strcmp(argv[2], "6rfc2133") == 0, argv[3], argv[4], atoi(argv[5]),
                        argc >= 7 && strcmp(argv[6], "loaded") == 0);
     if (argc >= 3 && strcmp(argv[1], "unix") == 0) return do_unix(argv[2]);
     if (argc >= 5 && strcmp(argv[1], "serve") == 0)
