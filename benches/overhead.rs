@@ -117,7 +117,14 @@ fn measure(bench: &std::path::Path, variants: &[Variant], args: &[&str], rounds:
         let mut this = vec![0.0; n];
         for i in 0..n {
             let v = (i + r) % n;
-            this[v] = time_op(bench, variants[v].preload.as_deref(), args);
+            // "PORT" is a port found free just now: one picked once for the whole run
+            // was, once, taken by something else between rounds.
+            let port = free_port().to_string();
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "PORT" { port.as_str() } else { a })
+                .collect();
+            this[v] = time_op(bench, variants[v].preload.as_deref(), &args);
         }
         for v in 0..n {
             times[v].push(this[v]);
@@ -168,7 +175,7 @@ fn main() {
     let cases: [(&str, Vec<&str>); 3] = [
         (
             "`bind()` on an allowed port (socket+bind+close)",
-            vec!["bind", "20000", &port],
+            vec!["bind", "20000", "PORT"],
         ),
         ("`socket()+close()`", vec!["socket", "50000"]),
         (
