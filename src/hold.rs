@@ -11,7 +11,7 @@
 use core::mem::{size_of, zeroed};
 use core::ptr;
 
-use libc::{c_int, sockaddr, sockaddr_in6, sockaddr_un, socklen_t};
+use libc::{c_int, sockaddr_un, socklen_t};
 use reuse_core::config::{Hold, Level};
 use reuse_core::hold_protocol::{self, Request, REPLY_LEN};
 use reuse_core::line::{Endpoint, Write};
@@ -213,24 +213,13 @@ fn install(held: c_int, fd: c_int) -> bool {
     true
 }
 
-/// Answers the bind of `fd` to `ep` from the held socket. Some((rc, errno)) when the
-/// command answered; None to bind as usual (the command is gone, or the exchange failed).
-pub fn take(
-    hold: &Hold,
-    fd: c_int,
-    ep: &Endpoint,
-    addr: *const sockaddr,
-) -> Option<(c_int, c_int)> {
-    let (v6only, scope_id) = match ep {
-        Endpoint::V6(..) => {
-            // SAFETY: the hook checked the length for a sockaddr_in6.
-            let a = unsafe { ptr::read_unaligned(addr.cast::<sockaddr_in6>()) };
-            (
-                int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0,
-                a.sin6_scope_id,
-            )
-        }
-        Endpoint::V4(..) => (false, 0),
+/// Answers the bind of `fd` to `ep` (with the IPv6 scope id the caller's address gave, or
+/// 0) from the held socket. Some((rc, errno)) when the command answered; None to bind as
+/// usual (the command is gone, or the exchange failed).
+pub fn take(hold: &Hold, fd: c_int, ep: &Endpoint, scope_id: u32) -> Option<(c_int, c_int)> {
+    let v6only = match ep {
+        Endpoint::V6(..) => int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0,
+        Endpoint::V4(..) => false,
     };
     let req = Request {
         endpoint: *ep,

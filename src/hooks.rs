@@ -95,6 +95,18 @@ unsafe fn endpoint(addr: *const sockaddr, len: socklen_t) -> Option<Endpoint> {
     }
 }
 
+/// The IPv6 scope id of an address `endpoint` accepted: 0 when the address is too short to
+/// carry one (RFC 2133's), as the kernel takes it.
+unsafe fn scope_id(addr: *const sockaddr, len: socklen_t) -> u32 {
+    let at = core::mem::offset_of!(sockaddr_in6, sin6_scope_id);
+    if ptr::read_unaligned(addr).sa_family as c_int != libc::AF_INET6
+        || (len as usize) < at + size_of::<u32>()
+    {
+        return 0;
+    }
+    ptr::read_unaligned(addr.cast::<u8>().add(at).cast::<u32>())
+}
+
 #[cfg_attr(not(target_vendor = "apple"), export_name = "bind")]
 pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let real_bind = real::bind();
@@ -121,7 +133,12 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
     let transport = socket_kinds::transport(fd);
     if let (true, Some(t)) = (maybe_held, transport) {
         if decision::hold_wanted(cfg, t, ep.port()) {
-            if let Some((rc, err)) = cfg.hold.as_ref().and_then(|h| hold::take(h, fd, &ep, addr)) {
+            let scope = scope_id(addr, len);
+            if let Some((rc, err)) = cfg
+                .hold
+                .as_ref()
+                .and_then(|h| hold::take(h, fd, &ep, scope))
+            {
                 errno::set(if rc == 0 { saved } else { err });
                 return rc;
             }

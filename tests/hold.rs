@@ -303,3 +303,33 @@ fn the_hand_over_socket_refuses_ports_not_held_and_survives_a_silent_peer() {
     let _ = peer_proc.wait_exit(Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// IPv6 binds are handed the held socket too, whatever length of sockaddr_in6 the program
+/// passes: the full 28 bytes, or RFC 2133's 24 (no scope id), which Linux accepts and the
+/// library must not read past.
+#[test]
+fn ipv6_binds_of_either_address_length_get_the_held_socket() {
+    let Some(probe) = probe() else { return };
+    for fam in ["6", "6rfc2133"] {
+        let port = free_port().to_string();
+        let mut c = command(reuse_bin(), false);
+        c.env("REUSE_LIB", lib_path()).env("REUSE_LOG", "info");
+        c.args(["run", "--hold", &port, "--"])
+            .arg(&probe)
+            .args(["bind", fam, "tcp", "::1", &port]);
+        let out = run(&mut c, Duration::from_secs(20));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{fam}: {stdout} {stderr}");
+        assert!(
+            stdout.starts_with("rc=0 errno=4242 "),
+            "{fam}: {stdout} {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("[::1]:{port} tcp: the socket held by reuse")),
+            "{fam}: {stderr}"
+        );
+    }
+}
