@@ -2,7 +2,7 @@
 //! system call of its own.
 //!
 //! A lock-free table of one byte per descriptor: `socket()` writes the entry, `close()`,
-//! `dup2()` and `dup3()` keep it true. Descriptors the table cannot vouch for (inherited
+//! `dup()`, `dup2()` and `dup3()` keep it true. Descriptors the table cannot vouch for (inherited
 //! across exec, made by a raw system call, or past the table's end) read as unknown, and
 //! `bind()` then asks the kernel.
 //!
@@ -10,11 +10,12 @@
 //! by the first inet `socket()`, not at load: a mapping made at load is one more `mmap`
 //! and teardown in every process that inherits the library, and most of them (shells,
 //! compilers, `/bin/true`) never make a socket. The first inet socket claims the table with
-//! a compare-and-swap, without a lock; if the mapping fails, the table stays absent and
-//! every bind asks the kernel.
+//! a compare-and-swap, without a lock; if the mapping fails (address space exhausted, a
+//! seccomp filter), the table stays absent, no later socket tries again, and every bind
+//! asks the kernel.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use libc::{c_int, c_void, socklen_t};
 use reuse_core::decision::Transport;
@@ -31,6 +32,8 @@ const SLOTS: usize = 1 << 20;
 type Table = [AtomicU8; SLOTS];
 
 static KINDS: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
+/// The mapping failed once: a system call per socket to fail again would buy nothing.
+static NO_TABLE: AtomicBool = AtomicBool::new(false);
 
 fn table() -> Option<&'static Table> {
     // SAFETY: non-null only once it points at a mapping of SLOTS zeroed bytes that is never
@@ -40,10 +43,14 @@ fn table() -> Option<&'static Table> {
 
 #[cold]
 fn map_table() -> Option<&'static Table> {
+    if NO_TABLE.load(Ordering::Relaxed) {
+        return None;
+    }
     let saved = errno::get();
     // SAFETY: a fresh private anonymous mapping of the table's size.
     let mine = unsafe { sys::map_zeroed(SLOTS) }.cast::<Table>();
     let won = if mine.is_null() {
+        NO_TABLE.store(true, Ordering::Relaxed);
         None
     } else {
         match KINDS.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {

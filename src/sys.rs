@@ -119,11 +119,18 @@ mod imp {
         let (fd, level, name) = (fd as c_long, level as c_long, name as c_long);
         ret(syscall(libc::SYS_getsockopt, fd, level, name, v, len))
     }
-    /// What a panic ends in (none is expected): SIGABRT, as abort(3) would send, and if the
-    /// host catches or blocks it, the end of the process all the same.
+    /// What a panic ends in (none is expected): SIGABRT to this thread, as abort(3) raises
+    /// it, and if the host catches or blocks it, the end of the process all the same, with
+    /// the status a shell shows for SIGABRT.
     pub fn abort() -> ! {
         unsafe {
-            syscall(libc::SYS_kill, getpid() as c_long, libc::SIGABRT as c_long);
+            let tid = syscall(libc::SYS_gettid);
+            syscall(
+                libc::SYS_tgkill,
+                getpid() as c_long,
+                tid,
+                libc::SIGABRT as c_long,
+            );
             loop {
                 syscall(libc::SYS_exit_group, 134 as c_long);
             }
