@@ -93,6 +93,10 @@ fn syscalls(bench: &std::path::Path, args: &[&str]) -> Option<Vec<(String, u64)>
     )
 }
 
+/// The columns: nothing, the empty C library, the minimal preload, libreuse.
+const MINIMAL: usize = 2;
+const LIBREUSE: usize = 3;
+
 /// What is preloaded in one column of the tables.
 struct Variant {
     name: &'static str,
@@ -107,12 +111,15 @@ struct Row {
     medians: Vec<f64>,
     fastest: Vec<f64>,
     ratios: Vec<f64>,
+    /// The median of each round's libreuse / minimal preload.
+    to_floor: f64,
 }
 
 fn measure(bench: &std::path::Path, variants: &[Variant], args: &[&str], rounds: usize) -> Row {
     let n = variants.len();
     let mut times = vec![Vec::new(); n];
     let mut ratios = vec![Vec::new(); n];
+    let mut to_floor = Vec::new();
     for r in 0..rounds {
         let mut this = vec![0.0; n];
         for i in 0..n {
@@ -130,12 +137,14 @@ fn measure(bench: &std::path::Path, variants: &[Variant], args: &[&str], rounds:
             times[v].push(this[v]);
             ratios[v].push(this[v] / this[0]);
         }
+        to_floor.push(this[LIBREUSE] / this[MINIMAL]);
     }
     Row {
         medians: times.iter_mut().map(|t| median(t)).collect(),
         // median() sorted them: the fastest round is the least disturbed one.
         fastest: times.iter().map(|t| t[0]).collect(),
         ratios: ratios.iter_mut().map(|t| median(t)).collect(),
+        to_floor: median(&mut to_floor),
     }
 }
 
@@ -144,7 +153,8 @@ fn main() {
     let rounds: usize = std::env::var("REUSE_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(31);
+        .unwrap_or(31)
+        .max(1);
     let bench = build_c("tests/c/bench.c", "bench", "cc").expect("cc is needed");
     let lib = lib_path();
     let variants = [
@@ -197,13 +207,7 @@ fn main() {
         let m = &row.medians;
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} |",
-            m[0],
-            m[1],
-            m[2],
-            m[3],
-            row.ratios[3],
-            row.ratios[2],
-            row.ratios[3] / row.ratios[2]
+            m[0], m[1], m[2], m[3], row.ratios[LIBREUSE], row.ratios[MINIMAL], row.to_floor
         );
         fastest.push((name, row.fastest));
     }
@@ -316,7 +320,7 @@ fn restart_to_ready() {
         nodemon_python_app,
     ];
     println!();
-    println!("Restart-to-ready (the old instance's death to the first answer, with libreuse) beside a cold start (spawn to first answer on a fresh port), medians; each server's row of the harness table follows its line:");
+    println!("Restart-to-ready (the old instance's death to the first answer, with libreuse) beside a cold start (spawn to first answer on a fresh port); each server's row of the harness table is printed as it is measured, the summary at the end:");
     let mut lines = Vec::new();
     for make in servers {
         let Some(m) = harness_support::restart_case(make) else {
@@ -325,23 +329,24 @@ fn restart_to_ready() {
         if let (Some(r), Some(c)) = (m.restart, m.cold) {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
             lines.push(format!(
-                "| {} | {:.1} | {:.1} | {:.3} |",
+                "| {} | {:.1} | {:.1} | {:.3} | {} |",
                 m.name,
                 ms(r),
                 ms(c),
-                ms(r) / ms(c)
+                ms(r) / ms(c),
+                m.paired.map_or("-".into(), |p| format!("{p:.3}"))
             ));
         }
     }
     println!();
-    println!("| server | restart to ready (ms) | cold start (ms) | ratio |");
-    println!("|---|---:|---:|---:|");
+    println!("| server | restart to ready, median (ms) | cold start, median (ms) | ratio of the medians | median of the paired ratios |");
+    println!("|---|---:|---:|---:|---:|");
     for l in lines {
         println!("{l}");
     }
     println!();
     println!(
-        "The whole harness table: {}",
+        "The harness table of these servers (this run's rows only): {}",
         target_dir().join("..").join("harness-table.md").display()
     );
 }

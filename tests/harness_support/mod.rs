@@ -838,6 +838,9 @@ pub struct Measured {
     pub name: String,
     pub restart: Option<Duration>,
     pub cold: Option<Duration>,
+    /// The median of restart i / cold start i: the two were measured moments apart, so a
+    /// slow spell of the machine falls on both.
+    pub paired: Option<f64>,
 }
 
 /// One restart case: cold starts, N restarts with the library, N without; a table row; then
@@ -912,10 +915,18 @@ pub fn restart_case(make: impl FnOnce() -> Option<Spec>) -> Option<Measured> {
             spec.name, without.failures
         );
     }
+    let mut ratios: Vec<f64> = with
+        .times
+        .iter()
+        .zip(&cold)
+        .map(|(r, c)| r.as_secs_f64() / c.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
     Some(Measured {
         name: spec.name.clone(),
         restart: median_of(&with.times),
         cold: median_of(&cold),
+        paired: ratios.get(ratios.len() / 2).copied(),
     })
 }
 
