@@ -26,13 +26,7 @@ pub const HOST: &str = "127.0.0.1";
 /// Cold starts measured per server, each on a fresh port, with the library:
 /// REUSE_HARNESS_COLD_STARTS, default 5 (the overhead benchmark takes as many as restarts).
 pub fn cold_starts() -> usize {
-    match std::env::var("REUSE_HARNESS_COLD_STARTS") {
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => panic!("REUSE_HARNESS_COLD_STARTS must be a number from 1 to 1000, not {v:?}"),
-        },
-        Err(_) => 5,
-    }
+    count_from_env("REUSE_HARNESS_COLD_STARTS", 5)
 }
 /// Restart cycles for servers whose old listening socket outlives the killed process: each
 /// failing attempt costs the server's own bind retries, and the outcome does not vary.
@@ -55,12 +49,17 @@ const LOG_CAP: usize = 1 << 20;
 
 /// N, the restart cycles per server: REUSE_HARNESS_CYCLES, default 20.
 pub fn cycles() -> usize {
-    match std::env::var("REUSE_HARNESS_CYCLES") {
+    count_from_env("REUSE_HARNESS_CYCLES", 20)
+}
+
+/// A count from 1 to 1000 in the variable `name`, or `default` when it is unset.
+fn count_from_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
         Ok(v) => match v.trim().parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => n,
-            _ => panic!("REUSE_HARNESS_CYCLES must be a number from 1 to 1000, not {v:?}"),
+            _ => panic!("{name} must be a number from 1 to 1000, not {v:?}"),
         },
-        Err(_) => 20,
+        Err(_) => default,
     }
 }
 
