@@ -32,6 +32,14 @@ mod sys;
 #[link(name = "c")]
 extern "C" {}
 
+// Before glibc 2.34, dlsym lived in libdl.so.2, which the libc crate does not name: a library
+// built there would load into a program without libdl and then fail to bind `dlsym`, taking
+// the program down. Naming it costs nothing on a newer glibc: its libdl.a is empty, and
+// `--as-needed` records no dependency that satisfies no symbol.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[link(name = "dl")]
+extern "C" {}
+
 /// Nothing in the library panics by design (no indexing out of range, no unwrap on data from
 /// outside); if it ever did, aborting is the only safe thing: unwinding through a host's C
 /// frames is undefined behaviour.
