@@ -224,6 +224,17 @@ static int do_threads(int n, int port0) {
     return 0;
 }
 
+/* Binds fd to 127.0.0.1:port and prints rc and the options the socket then has. */
+static int bind_loopback_and_print(int fd, int port) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    make_addr(4, "127.0.0.1", port, &ss, &len);
+    int rc = bind(fd, (struct sockaddr *)&ss, len);
+    printf("rc=%d ", rc);
+    print_opts(fd);
+    return 0;
+}
+
 /* A UDP socket moved by dup2() onto a descriptor number a TCP socket used to have: the
  * library must see it as UDP (and leave it alone by default). */
 static int do_dup2(int port) {
@@ -232,13 +243,7 @@ static int do_dup2(int port) {
     close(tcp);
     if (dup2(udp, tcp) != tcp) { perror("dup2"); return 2; }
     close(udp);
-    struct sockaddr_storage ss;
-    socklen_t len;
-    make_addr(4, "127.0.0.1", port, &ss, &len);
-    int rc = bind(tcp, (struct sockaddr *)&ss, len);
-    printf("rc=%d ", rc);
-    print_opts(tcp);
-    return 0;
+    return bind_loopback_and_print(tcp, port);
 }
 
 /* A number freed behind libc's back (fclose of an fdopen()ed UDP socket closes it inside
@@ -253,13 +258,7 @@ static int do_dup_stale(int port) {
     int d = dup(tcp);
     if (d != udp) { fprintf(stderr, "dup gave %d, not %d\n", d, udp); return 2; }
     close(tcp);
-    struct sockaddr_storage ss;
-    socklen_t len;
-    make_addr(4, "127.0.0.1", port, &ss, &len);
-    int rc = bind(d, (struct sockaddr *)&ss, len);
-    printf("rc=%d ", rc);
-    print_opts(d);
-    return 0;
+    return bind_loopback_and_print(d, port);
 }
 
 /* A daemon that closed its stderr and got descriptor 2 back for a data file, then binds a
