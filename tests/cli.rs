@@ -987,3 +987,43 @@ fn shim_dockerfile_snippet_installs_and_preloads_the_library() {
     let o = run(c.args(["run", "--", "true"]));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// With a variable in the environment twice, `reuse run` checks the entry the library reads
+/// (the first, as getenv has it) and passes on exactly that one: it once checked the first
+/// and let the program see the last, accepting a configuration that left the library inert.
+#[test]
+fn run_checks_and_passes_on_the_entry_the_library_reads() {
+    let Some(probe) = common::probe() else { return };
+    let port = common::free_port().to_string();
+    let bin = reuse_bin();
+    let run_dup = |first: &str, second: &str| {
+        run(common::command(&probe, false)
+            .args([
+                "exec",
+                &format!("REUSE_PORTS={first}"),
+                &format!("REUSE_PORTS={second}"),
+                "REUSE_LOG=info",
+                "--",
+            ])
+            .arg(&bin)
+            .args(["run", "--"])
+            .arg(&probe)
+            .args(["bind", "4", "tcp", "127.0.0.1", &port]))
+    };
+    let o = run_dup(&port, "abc");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("rc=0 errno=4242 reuseaddr=1"),
+        "the program must see the REUSE_PORTS that was checked: {} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("invalid"), "{}", stderr(&o));
+    let o = run_dup("abc", &port);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("REUSE_PORTS") && stderr(&o).contains("\"abc\""),
+        "{}",
+        stderr(&o)
+    );
+}

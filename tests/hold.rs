@@ -5,7 +5,9 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -17,36 +19,41 @@ use common::*;
 struct Tally {
     answered: usize,
     refused: usize,
+    reset: usize,
     other: usize,
 }
 
-/// Asks `GET /` every 10 ms until `stop` (at most 60 s), counting answers and refusals.
-fn client(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Tally> {
+/// Asks `GET /` at `addr` every 10 ms until `stop` (at most 120 s), counting answers,
+/// refusals, resets and other failures.
+fn client_at(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<Tally> {
     thread::spawn(move || {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut t = Tally::default();
         let t0 = Instant::now();
-        while !stop.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(60) {
+        while !stop.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(120) {
             match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
                 Ok(mut s) => {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                     let mut body = String::new();
-                    let ok = s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-                        && s.read_to_string(&mut body).is_ok()
-                        && body.contains("ok");
-                    if ok {
-                        t.answered += 1;
-                    } else {
-                        t.other += 1;
+                    let sent = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    let read = sent.and_then(|()| s.read_to_string(&mut body).map(|_| ()));
+                    match read {
+                        Ok(()) if body.contains("ok") => t.answered += 1,
+                        Err(e) if e.kind() == ErrorKind::ConnectionReset => t.reset += 1,
+                        _ => t.other += 1,
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => t.refused += 1,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => t.reset += 1,
                 Err(_) => t.other += 1,
             }
             thread::sleep(Duration::from_millis(10));
         }
         t
     })
+}
+
+fn client(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Tally> {
+    client_at(format!("127.0.0.1:{port}").parse().unwrap(), stop)
 }
 
 /// Runs `reuse run [--hold PORT] -- sh restarts.sh` while a client asks, until the script
@@ -105,6 +112,17 @@ fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("reuse-hold-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+fn has_ipv6() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// `reuse run` with the built library, no REUSE_* of the test's own, and `args`.
+fn reuse_run(args: &[&str]) -> Command {
+    let mut c = command(reuse_bin(), false);
+    c.env("REUSE_LIB", lib_path()).arg("run").args(args);
+    c
 }
 
 #[test]
@@ -277,9 +295,9 @@ fn the_hand_over_socket_refuses_ports_not_held_and_survives_a_silent_peer() {
     let peer = "import socket,struct,sys,time\n\
          silent=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); silent.connect(sys.argv[1])\n\
          s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1])\n\
-         req=b'RUH1'+bytes([0,0])+struct.pack('>H',int(sys.argv[2]))+bytes([127,0,0,1])+bytes(12)+bytes(4)+struct.pack('>i',1)+bytes(8)\n\
-         s.send(req); r=s.recv(8)\n\
-         open(sys.argv[3],'w').write(str(struct.unpack('>i', r[4:8])[0])); time.sleep(2)\n";
+         req=b'RUH2Q'+bytes([0,0])+struct.pack('>H',int(sys.argv[2]))+bytes([127,0,0,1])+bytes(12)+bytes(4)+bytes(3)\n\
+         s.send(req); r=s.recv(12)\n\
+         open(sys.argv[3],'w').write(str(r[4])); time.sleep(2)\n";
     let answer = dir.join("answer");
     let mut p = command(python(), false);
     p.args([
@@ -299,6 +317,11 @@ fn the_hand_over_socket_refuses_ports_not_held_and_survives_a_silent_peer() {
     assert!(
         !listening(other),
         "reuse must not bind a port it was not asked to hold"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&answer).unwrap_or_default(),
+        "3",
+        "the peer hears that the port is not held"
     );
     let _ = peer_proc.wait_exit(Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
@@ -332,4 +355,707 @@ fn ipv6_binds_of_either_address_length_get_the_held_socket() {
             "{fam}: {stderr}"
         );
     }
+}
+
+/// Runs `reuse run [--hold PORT] -- sh -c SCRIPT` while one client per address asks, until
+/// the script touches `done` in `dir` (at most 120 s); then stops reuse with SIGTERM. The
+/// tallies, in the order of `addrs`, and reuse's stderr.
+fn hammer(
+    hold: bool,
+    port: u16,
+    dir: &Path,
+    script: &str,
+    addrs: &[SocketAddr],
+) -> (Vec<Tally>, String) {
+    let done = dir.join("done");
+    let _ = std::fs::remove_file(&done);
+    let p = port.to_string();
+    let mut args = Vec::new();
+    if hold {
+        args.extend(["--hold", p.as_str()]);
+    }
+    args.extend(["--", "sh", "-c", script]);
+    let mut c = reuse_run(&args);
+    c.current_dir(dir).env("PORT", &p);
+    let mut reuse = spawn("reuse", &mut c);
+    assert!(
+        wait_listening(port, Duration::from_secs(20)),
+        "the first instance never listened"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = addrs.iter().map(|a| client_at(*a, stop.clone())).collect();
+    wait_file(&done, Duration::from_secs(120));
+    stop.store(true, Ordering::SeqCst);
+    let tallies = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    reuse.signal(libc::SIGTERM);
+    let _ = reuse.wait_exit(Duration::from_secs(20));
+    (tallies, reuse.stderr_text())
+}
+
+/// An nginx configuration as Debian ships it, `listen PORT; listen [::]:PORT;`: one IPv4
+/// wildcard socket and one IPv6-only wildcard socket on the same port.
+fn dual_stack_nginx(dir: &Path, port: u16) -> PathBuf {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let conf = dir.join("nginx.conf");
+    let tmp = tmp.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 2;\nerror_log stderr notice;\n\
+             pid {dir}/nginx.pid;\nevents {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n\
+             \x20 fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n\
+             \x20 server {{\n    listen {port};\n    listen [::]:{port};\n\
+             \x20   location / {{ default_type text/plain; return 200 \"ok pid=$pid\\n\"; }}\n  }}\n}}\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// Hold mode keeps *each* socket of a port: stock nginx with Debian's default dual-stack
+/// `listen 80; listen [::]:80;` is stopped (SIGQUIT, its graceful stop) and started again 10
+/// times, 100 ms apart, while a client on each family asks every 10 ms: none refused, none
+/// reset. Without
+/// --hold the same restarts refuse connections. (reuse once held one family only, and reset
+/// the other's queue at every restart.)
+#[test]
+fn every_socket_of_a_dual_stack_nginx_is_held_across_10_restarts() {
+    let Some(nginx) = require("nginx", "apt-get install nginx-light") else {
+        return;
+    };
+    if !has_ipv6() {
+        assert!(!in_ci(), "CI needs IPv6 on loopback");
+        eprintln!("SKIP: no IPv6 on this host");
+        return;
+    }
+    let dir = TempDir::new("nginx-dual");
+    let run = |hold: bool| {
+        let port = free_port();
+        let conf = dual_stack_nginx(dir.path(), port);
+        let start = format!(
+            "{nginx} -p {d} -e stderr -c {conf} 2>>{d}/nginx.log & pid=$!",
+            nginx = nginx.display(),
+            d = dir.path().display(),
+            conf = conf.display()
+        );
+        let script = format!(
+            "for i in $(seq 10); do\n  {start}\n  sleep 0.5\n  kill -QUIT $pid; wait $pid; sleep 0.1\ndone\n\
+             {start}\nsleep 0.5\ntouch done\ntrap 'kill -QUIT $pid' TERM\nwait $pid\nwait $pid\n"
+        );
+        let addrs = [
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            format!("[::1]:{port}").parse().unwrap(),
+        ];
+        hammer(hold, port, dir.path(), &script, &addrs)
+    };
+    let (held, err) = run(true);
+    eprintln!("--hold: ipv4 {:?}, ipv6 {:?}", held[0], held[1]);
+    for (family, t) in ["IPv4", "IPv6"].iter().zip(&held) {
+        assert_eq!((t.refused, t.reset), (0, 0), "{family}: {t:?}\n{err}");
+        assert!(t.answered >= 200, "{family}: {t:?}");
+    }
+    assert!(
+        err.contains("holding 0.0.0.0:") && err.contains("holding [::]:"),
+        "{err}"
+    );
+    let (plain, _) = run(false);
+    eprintln!("without --hold: ipv4 {:?}, ipv6 {:?}", plain[0], plain[1]);
+    assert!(
+        plain[0].refused > 0 && plain[1].refused > 0,
+        "the control must show refusals on both families: {plain:?}"
+    );
+}
+
+/// A server restarted 200 times (a legacy C server, SIGKILLed each time after 50 ms) while a
+/// client asks every 10 ms: no connection refused (those in flight at a SIGKILL are reset,
+/// as they would be anyway). REUSE_HOLD_RESTARTS changes the count.
+#[test]
+fn no_connection_is_refused_across_200_restarts() {
+    let Some(probe) = probe() else { return };
+    let restarts: usize = std::env::var("REUSE_HOLD_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = TempDir::new("restarts-200");
+    let port = free_port();
+    let serve = format!("{} serve 4 127.0.0.1 {port}", probe.display());
+    let script = format!(
+        "i=0\nwhile [ $i -lt {restarts} ]; do\n  {serve} >/dev/null & pid=$!\n  sleep 0.05\n  kill -KILL $pid; wait $pid\n  i=$((i+1))\ndone\n\
+         {serve} >/dev/null & pid=$!\nsleep 0.2\ntouch done\ntrap 'kill -TERM $pid' TERM\nwait $pid\n"
+    );
+    let t0 = Instant::now();
+    let (t, err) = hammer(
+        true,
+        port,
+        dir.path(),
+        &script,
+        &[format!("127.0.0.1:{port}").parse().unwrap()],
+    );
+    eprintln!("{restarts} restarts in {:?}: {:?}", t0.elapsed(), t[0]);
+    assert_eq!(t[0].refused, 0, "{:?}\n{err}", t[0]);
+    assert!(t[0].answered > restarts, "{:?}", t[0]);
+}
+
+/// What `probe sock` prints after binding under the command.
+fn sock_line(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bind that fails (a second bind on a held port, at another address the kernel refuses)
+/// must not cost the socket already held: after the server is gone, connections to the held
+/// address still wait in its queue instead of being refused.
+#[test]
+fn a_failed_request_keeps_the_held_socket() {
+    let port = free_port();
+    let code = "import socket,sys,time
+p = int(sys.argv[1])
+a = socket.socket(); a.bind(('127.0.0.1', p)); a.listen(8)
+b = socket.socket()
+try:
+    b.bind(('0.0.0.0', p)); print('second bound', flush=True)
+except OSError as e:
+    print('second', e.errno, flush=True)
+";
+    let script = format!(
+        "{} -c \"$0\" {port}; echo exited; sleep 30",
+        python().display()
+    );
+    let mut c = reuse_run(&["--hold", &port.to_string(), "--", "sh", "-c", &script, code]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut p = Proc {
+        child: spawn_retrying(&mut c).unwrap(),
+        name: "reuse".into(),
+    };
+    let lines: Vec<String> =
+        std::io::BufRead::lines(std::io::BufReader::new(p.child.stdout.take().unwrap()))
+            .take(2)
+            .map_while(Result::ok)
+            .collect();
+    assert_eq!(
+        lines,
+        ["second 98", "exited"],
+        "as without reuse, the second bind fails"
+    );
+    let queued = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    let err = p.stderr_text();
+    assert!(
+        queued.is_ok(),
+        "the held socket was dropped: {queued:?}\n{err}"
+    );
+}
+
+/// The rendezvous is never made under a folder another user controls: with XDG_RUNTIME_DIR
+/// naming a folder of a second uid (as after `su` without `-`), reuse passes it over and
+/// says why; such a user could otherwise swap the hand-over socket for one of their own.
+#[test]
+fn the_rendezvous_is_never_under_another_users_folder() {
+    let Some(_) = setpriv() else { return };
+    let dir = TempDir::new("xdg-other");
+    let xdg = dir.join("run-54321");
+    std::fs::create_dir(&xdg).unwrap();
+    std::os::unix::fs::chown(&xdg, Some(54321), Some(54321)).unwrap();
+    let mut c = reuse_run(&["--hold", "9", "--", "sh", "-c", "echo \"$REUSE_HOLD\""]);
+    c.env("XDG_RUNTIME_DIR", &xdg);
+    let out = run(&mut c, Duration::from_secs(20));
+    let (path, err) = (
+        sock_line(&out),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !path.starts_with(xdg.to_str().unwrap()),
+        "rendezvous under another user's folder: {path}"
+    );
+    assert!(
+        err.contains("not using XDG_RUNTIME_DIR") && err.contains("belongs to uid 54321"),
+        "{err}"
+    );
+}
+
+/// A stand-in rendezvous (python): serves one request, answering with a descriptor of its
+/// choice (`tcp-listen PORT`: a listening TCP socket of its own on PORT; `udp PORT`: a UDP
+/// socket bound to PORT), in the protocol of whichever library asks.
+const FAKE_RENDEZVOUS: &str = "import array,os,socket,struct,sys
+path, kind, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if kind == 'udp':
+    give = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+else:
+    give = socket.socket(); give.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+give.bind(('127.0.0.1', port))
+if kind != 'udp': give.listen(8)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+srv.bind(path); os.chmod(path, 0o777); srv.listen(4)
+print('ready', flush=True)
+c, _ = srv.accept()
+req = c.recv(64)
+reply = b'RUH1' + bytes(4) if req[:4] == b'RUH1' else b'RUH2' + bytes(8)
+c.sendmsg([reply], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [give.fileno()]))])
+print('answered', flush=True)
+c.recv(64)
+";
+
+/// Starts FAKE_RENDEZVOUS at `path` (as `uid` when given) and waits until it listens.
+fn fake_rendezvous(path: &Path, kind: &str, port: u16, uid: Option<u32>) -> Proc {
+    let mut c = match uid {
+        Some(uid) => {
+            let mut c = command(setpriv().unwrap(), false);
+            c.args(as_uid(uid)).arg(python());
+            c
+        }
+        None => command(python(), false),
+    };
+    c.args(["-c", FAKE_RENDEZVOUS])
+        .arg(path)
+        .args([kind, &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let p = Proc {
+        child: spawn_retrying(&mut c).unwrap(),
+        name: "fake rendezvous".into(),
+    };
+    assert!(
+        wait_file(path, Duration::from_secs(10)),
+        "the stand-in never listened"
+    );
+    p
+}
+
+/// The library checks who answers on the rendezvous and what comes back: a second uid's
+/// stand-in is refused (it could hand root's server a socket of its own and read its
+/// traffic), and so is a descriptor that is not a listening TCP socket on the address asked,
+/// from whoever it comes. The bind then goes on as without hold, with one line saying why.
+#[test]
+fn the_library_refuses_a_stand_in_and_a_wrong_descriptor() {
+    let Some(probe) = probe() else { return };
+    let Some(_) = setpriv() else { return };
+    let dir = TempDir::new("stand-in");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cases = [
+        (Some(54321), "tcp-listen", "answered by uid 54321"),
+        (None, "udp", "refused the descriptor handed over"),
+        (None, "tcp-listen", "refused the descriptor handed over"),
+    ];
+    for (i, (uid, kind, why)) in cases.into_iter().enumerate() {
+        let port = free_port();
+        let theirs = free_port();
+        let home = dir.join(&format!("fake-{i}"));
+        std::fs::create_dir(&home).unwrap();
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();
+        }
+        let sock = home.join("hold.sock");
+        let _fake = fake_rendezvous(&sock, kind, if kind == "udp" { port } else { theirs }, uid);
+        let mut c = command(&probe, true);
+        c.env("REUSE_HOLD", &sock)
+            .env("REUSE_HOLD_PORTS", port.to_string())
+            .args(["sock", "4", "tcp", "127.0.0.1", &port.to_string()]);
+        let out = run(&mut c, Duration::from_secs(20));
+        let (line, err) = (
+            sock_line(&out),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert!(
+            line.starts_with(&format!("rc=0 errno=4242 type=1 listening=0 port={port} ")),
+            "{uid:?} {kind}: the server's own socket, bound as without hold: {line}\n{err}"
+        );
+        assert!(err.contains(why), "{uid:?} {kind}: {err}");
+    }
+}
+
+/// A server of COMMAND's tree running as another user cannot use the rendezvous (its folder
+/// is private), and says so: not that the reuse command is gone.
+#[test]
+fn another_users_process_hears_why_it_got_no_held_socket() {
+    let Some(probe) = probe() else { return };
+    let Some(setpriv) = setpriv() else { return };
+    let port = free_port().to_string();
+    let mut c = reuse_run(&["--hold", &port, "--"]);
+    c.arg(setpriv)
+        .args(as_uid(54321))
+        .arg(&probe)
+        .args(["sock", "4", "tcp", "127.0.0.1", &port]);
+    let out = run(&mut c, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        sock_line(&out).starts_with("rc=0 "),
+        "{}\n{err}",
+        sock_line(&out)
+    );
+    assert!(
+        err.contains("belongs to another user") && !err.contains("is gone"),
+        "{err}"
+    );
+}
+
+/// reuse outlives its own stderr: with stderr a FIFO whose reader is gone, its log lines
+/// fail quietly and hold mode keeps holding and supervising (it once aborted with status
+/// 134, orphaning the server and leaving its rendezvous folder). `reuse doctor --json |
+/// head` does not panic either.
+#[test]
+fn reuse_outlives_a_stderr_whose_reader_is_gone() {
+    let dir = TempDir::new("dead-stderr");
+    let fifo = dir.join("stderr.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    drop(reader);
+    let port = free_port();
+    let app = repo_root().join("examples/python/app.py");
+    let script = format!(
+        "echo \"$REUSE_HOLD\" > {d}/path; exec 2>/dev/null; while :; do {py} {app}; done",
+        d = dir.path().display(),
+        py = python().display(),
+        app = app.display()
+    );
+    let mut c = reuse_run(&[
+        "--hold",
+        &port.to_string(),
+        "--log",
+        "info",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    c.env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer);
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut reuse = Proc {
+        child: spawn_retrying(&mut c).unwrap(),
+        name: "reuse".into(),
+    };
+    assert!(wait_http("127.0.0.1", port, Duration::from_secs(20)).is_some());
+    // Each restart makes reuse log a hand-over into the dead pipe.
+    for _ in 0..3 {
+        let before = http_get("127.0.0.1", port).unwrap();
+        let pid: i32 = before
+            .rsplit("pid=")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let after = http_get("127.0.0.1", port).expect("queued in the held socket, then served");
+        assert!(
+            after.contains("ok pid=") && !after.contains(&format!("pid={pid}\n")),
+            "{after}"
+        );
+    }
+    assert!(reuse.child.try_wait().unwrap().is_none(), "reuse died");
+    let rendezvous = std::fs::read_to_string(dir.join("path")).unwrap();
+    let rendezvous = Path::new(rendezvous.trim()).parent().unwrap().to_path_buf();
+    assert!(rendezvous.exists());
+    reuse.signal(libc::SIGTERM);
+    let status = reuse
+        .wait_exit(Duration::from_secs(20))
+        .expect("reuse ends after SIGTERM");
+    assert_ne!(status.code(), Some(134), "reuse aborted");
+    assert!(!rendezvous.exists(), "the rendezvous folder is left behind");
+
+    let (r, w) = std::io::pipe().unwrap();
+    drop(r);
+    let mut d = command(reuse_bin(), false);
+    d.args(["doctor", "--json", &port.to_string()]).stdout(w);
+    let out = d.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code().is_some_and(|c| c < 2),
+        "{:?} {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Runs COMMAND under hold mode with `flags`, where COMMAND starts instance A (a Python
+/// server on the held port), and once A answers runs `probe sock` as instance B; the probe's
+/// line and reuse's stderr.
+fn two_instances(flags: &[&str], kill_a_after: Option<Duration>) -> (String, String, i32) {
+    let probe = probe().unwrap();
+    let port = free_port();
+    let dir = TempDir::new("two-live");
+    let app = repo_root().join("examples/python/app.py");
+    let kill = kill_a_after.map_or(String::new(), |d| {
+        format!("(sleep {}; kill -TERM $a) & ", d.as_secs_f64())
+    });
+    let script = format!(
+        "{py} {app} & a=$!; echo $a > {d}/a\n\
+         for i in $(seq 200); do {py} -c 'import socket,sys; socket.create_connection((\"127.0.0.1\", int(sys.argv[1])))' {port} 2>/dev/null && break; sleep 0.05; done\n\
+         {kill}{probe} sock 4 tcp 127.0.0.1 {port}\nkill -TERM $a; wait $a\n",
+        py = python().display(),
+        app = app.display(),
+        d = dir.path().display(),
+        probe = probe.display()
+    );
+    let p = port.to_string();
+    let mut args = vec!["--hold", p.as_str()];
+    args.extend(flags);
+    args.extend(["--", "sh", "-c", &script]);
+    let mut c = reuse_run(&args);
+    c.env("PORT", &p);
+    let out = run(&mut c, Duration::from_secs(30));
+    let a: i32 = std::fs::read_to_string(dir.join("a"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (
+        sock_line(&out),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        a,
+    )
+}
+
+/// Two live instances: the hand-over bridges the gap after an instance's death, it does not
+/// let a second live instance share the first one's socket (and its O_NONBLOCK flag). By
+/// default the second gets EADDRINUSE, as without reuse, and hears who has the port; with
+/// `--options port` (sharing asked) it binds a socket of its own in the port's SO_REUSEPORT
+/// group, announced; with `--wait` it gets the held socket once the first is gone.
+#[test]
+fn a_second_live_instance_is_refused_unless_sharing_or_waiting_was_asked() {
+    let Some(_) = probe() else { return };
+    let (line, err, a) = two_instances(&[], None);
+    assert!(line.starts_with("rc=-1 errno=98 "), "{line}\n{err}");
+    assert!(
+        err.contains(&format!("PID {a} (python3")),
+        "the live instance is named: {err}"
+    );
+
+    let (line, err, a) = two_instances(&["--options", "addr,port"], None);
+    assert!(
+        line.starts_with("rc=0 errno=4242 type=1 listening=0 ") && line.contains("reuseport=1"),
+        "a socket of its own: {line}\n{err}"
+    );
+    assert!(
+        err.contains(&format!("now sharing this port with PID {a} (python3)")),
+        "{err}"
+    );
+
+    let (line, err, _) = two_instances(&["--wait", "5000"], Some(Duration::from_millis(500)));
+    assert!(
+        line.starts_with("rc=0 errno=4242 type=1 listening=1 "),
+        "the held socket after the wait: {line}\n{err}"
+    );
+}
+
+/// A same-user client that connects to the hand-over socket and says nothing delays nobody:
+/// with 20 such clients connected, the server's request is answered at once (requests were
+/// once served one at a time, a second each).
+#[test]
+fn silent_clients_do_not_stall_the_hand_over() {
+    let dir = TempDir::new("silent");
+    let port = free_port();
+    let go = dir.join("go");
+    let script = format!(
+        "echo \"$REUSE_HOLD\" > {d}/path\nfor i in $(seq 400); do [ -e {go} ] && break; sleep 0.05; done\nexec {py} {app}\n",
+        d = dir.path().display(),
+        go = go.display(),
+        py = python().display(),
+        app = repo_root().join("examples/python/app.py").display()
+    );
+    let mut c = reuse_run(&["--hold", &port.to_string(), "--", "sh", "-c", &script]);
+    c.env("PORT", port.to_string());
+    let _reuse = spawn("reuse", &mut c);
+    assert!(wait_file(&dir.join("path"), Duration::from_secs(10)));
+    let path = std::fs::read_to_string(dir.join("path")).unwrap();
+    let silent: Vec<std::os::fd::OwnedFd> = (0..20)
+        .map(|_| {
+            let fd = unsafe {
+                libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
+            };
+            assert!(fd >= 0);
+            let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+            sun.sun_family = libc::AF_UNIX as _;
+            for (d, s) in sun.sun_path.iter_mut().zip(path.trim().as_bytes()) {
+                *d = *s as _;
+            }
+            let rc = unsafe {
+                libc::connect(
+                    fd,
+                    (&sun as *const libc::sockaddr_un).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as u32,
+                )
+            };
+            assert_eq!(rc, 0);
+            unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+        })
+        .collect();
+    let t0 = Instant::now();
+    std::fs::write(&go, "").unwrap();
+    let served = wait_http("127.0.0.1", port, Duration::from_secs(30));
+    assert!(served.is_some(), "never served");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the server waited {:?} behind silent clients",
+        t0.elapsed()
+    );
+    drop(silent);
+}
+
+/// Switching to hold while the old instance (not under hold) is still shutting down: hold
+/// honours --wait and --takeover as the library does, and names the holder the same way. It
+/// once failed at once with "cannot hold ...: Address already in use".
+#[test]
+fn hold_waits_for_and_takes_over_from_an_old_instance() {
+    let Some(probe) = probe() else { return };
+    // --wait: an old C server that goes away after 800 ms.
+    let port = free_port();
+    let mut old = command(&probe, false);
+    old.args(["listen", "4", "127.0.0.1", &port.to_string()]);
+    let mut old = spawn("old", &mut old);
+    assert!(wait_listening(port, Duration::from_secs(5)));
+    let pid = old.pid();
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(800));
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut c = reuse_run(&["--hold", &port.to_string(), "--wait", "5000", "--"]);
+    c.arg(&probe)
+        .args(["sock", "4", "tcp", "127.0.0.1", &port.to_string()]);
+    let out = run(&mut c, Duration::from_secs(20));
+    killer.join().unwrap();
+    old.stop(libc::SIGKILL);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        sock_line(&out).starts_with("rc=0 errno=4242 type=1 listening=1 "),
+        "{}\n{err}",
+        sock_line(&out)
+    );
+    assert!(
+        err.contains(&format!("PID {pid} (probe")) && err.contains("waiting up to 5000 ms"),
+        "{err}"
+    );
+
+    // --takeover: the old instance runs the same command line, outside reuse.
+    let port = free_port();
+    let code = "import socket,sys,time
+s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)
+print('listening', flush=True); time.sleep(30)
+";
+    let mut old = command(python(), false);
+    old.args(["-c", code, &port.to_string()]);
+    let mut old = spawn("old", &mut old);
+    assert!(wait_listening(port, Duration::from_secs(10)));
+    let mut c = reuse_run(&["--hold", &port.to_string(), "--takeover", "--"]);
+    c.arg(python()).args(["-c", code, &port.to_string()]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut new = Proc {
+        child: spawn_retrying(&mut c).unwrap(),
+        name: "reuse".into(),
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(new.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let ended = old.wait_exit(Duration::from_secs(5));
+    let err = new.stderr_text();
+    assert_eq!(line.trim(), "listening", "{err}");
+    assert!(ended.is_some(), "the old instance was not stopped: {err}");
+    assert!(
+        err.contains(&format!("taking over: stopping PID {}", old.pid())),
+        "{err}"
+    );
+}
+
+/// Options asked for a held port are set on the held socket (SO_LINGER, SO_REUSEPORT), which
+/// the connections it accepts inherit; they were once dropped silently.
+#[test]
+fn options_apply_to_the_held_socket() {
+    let Some(probe) = probe() else { return };
+    let port = free_port().to_string();
+    let mut c = reuse_run(&["--hold", &port, "--options", "addr,port,linger=0", "--"]);
+    c.arg(&probe).args(["sock", "4", "tcp", "127.0.0.1", &port]);
+    let out = run(&mut c, Duration::from_secs(20));
+    assert_eq!(
+        sock_line(&out),
+        format!(
+            "rc=0 errno=4242 type=1 listening=1 port={port} reuseaddr=1 reuseport=1 linger=1,0"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// --hold takes single ports: `*` or a range would also catch a client socket bound to a
+/// port before connecting, and hand it a listening socket.
+#[test]
+fn hold_takes_ports_one_by_one() {
+    for bad in ["*", "8000-8010", "80,9000-9001"] {
+        let out = run(
+            &mut reuse_run(&["--hold", bad, "--", "true"]),
+            Duration::from_secs(10),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(
+            err.contains("--hold") && err.contains("one by one"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// Hold mode says what it does at the default level: a line when it starts holding a port,
+/// one for a port of --hold that COMMAND never bound; and `reuse doctor` tells a port held
+/// by `reuse run --hold` from a stuck server.
+#[test]
+fn hold_mode_says_what_it_holds_and_doctor_knows_it() {
+    let port = free_port();
+    let never = free_port();
+    let list = format!("{port},{never}");
+    let mut c = reuse_run(&["--hold", &list, "--"]);
+    c.arg(python())
+        .arg(repo_root().join("examples/python/app.py"))
+        .env("PORT", port.to_string());
+    let mut reuse = spawn("reuse", &mut c);
+    assert!(wait_http("127.0.0.1", port, Duration::from_secs(20)).is_some());
+    let o = run(
+        command(reuse_bin(), false).args(["doctor", &port.to_string()]),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains(&format!("held by reuse --hold for PID {}", reuse.pid()))
+            && text.contains("restart the server freely"),
+        "{text}"
+    );
+    reuse.signal(libc::SIGTERM);
+    let _ = reuse.wait_exit(Duration::from_secs(20));
+    let err = reuse.stderr_text();
+    assert!(
+        err.contains(&format!("holding 127.0.0.1:{port} for PID")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "--hold {never}: no process of the command bound this port"
+        )),
+        "{err}"
+    );
 }

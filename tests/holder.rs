@@ -84,11 +84,21 @@ fn a_holder_that_stays_is_named_after_the_window() {
     assert!(out.starts_with("rc=-1 errno=98 "), "{out}");
     assert!(took >= Duration::from_millis(300), "{took:?}");
     let want = format!("PID {} (probe", holder.pid());
+    // Two lines: the wait says whom it waits for and how long at most; the failure names the
+    // holder again and does not advise the wait it just did.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
     assert!(
-        err.contains(&want) && err.contains("after waiting 300 ms"),
+        lines[0].contains(&want)
+            && lines[0].contains("uid ")
+            && lines[0].contains("waiting up to 300 ms"),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        lines[1].contains(&want) && lines[1].contains("after waiting 300 ms"),
+        "{err}"
+    );
+    assert!(!lines[1].contains("REUSE_WAIT_MS"), "{err}");
     // Without a wait the failure is immediate and still explained.
     let (out, err, _) = bind_once(&[], port);
     assert!(out.starts_with("rc=-1 errno=98 "), "{out}");
@@ -296,4 +306,127 @@ fn nodemon_restarts_an_app_that_keeps_its_port_a_second_only_with_the_wait() {
     assert_eq!(back, 4, "with the wait every restart comes back: {err}");
     assert!(!err.contains("Address already in use"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pre-forking Python server: the master binds and listens, forks a worker that keeps the
+/// listener; then `who` (master or worker) binds the port once more, which the kernel
+/// refuses. Prints that bind's errno; both stay up 30 s unless stopped.
+const FAMILY: &str = "import os,socket,sys,time
+port, who = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(); s.bind(('127.0.0.1', port)); s.listen(8)
+pid = os.fork()
+me = 'worker' if pid == 0 else 'master'
+if pid: print('worker', pid, flush=True)
+if me == who:
+    time.sleep(0.3)
+    t = socket.socket()
+    try:
+        t.bind(('127.0.0.1', port)); print(me, 'bound', flush=True)
+    except OSError as e:
+        print(me, e.errno, flush=True)
+time.sleep(30)
+";
+
+/// Takeover never stops the caller's own family: a master's second bind does not stop its
+/// own forked worker, and a worker's failing bind does not stop its master. (Both hold the
+/// listener, run the same executable with the same command line, as the same user: what
+/// takeover looks for in a leftover instance.)
+#[test]
+fn takeover_never_stops_the_callers_own_master_or_worker() {
+    for who in ["master", "worker"] {
+        let port = free_port();
+        let mut c = command(python(), true);
+        c.args(["-c", FAMILY, &port.to_string(), who])
+            .env("REUSE_TAKEOVER", "1")
+            .env("REUSE_WAIT_MS", "200")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let mut p = Proc {
+            child: spawn_retrying(&mut c).expect("python"),
+            name: "family".into(),
+        };
+        let master = p.pid();
+        let mut lines = BufReader::new(p.child.stdout.take().unwrap()).lines();
+        let worker: i32 = lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| l.strip_prefix("worker ").and_then(|w| w.parse().ok()))
+            .expect("worker pid");
+        let said = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(
+            said,
+            format!("{who} 98"),
+            "the second bind is refused as without reuse"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (alive_master, alive_worker) = (alive(master), alive(worker));
+        let err = p.stderr_text();
+        assert!(
+            alive_master && alive_worker,
+            "{who}'s bind stopped its family: {err}"
+        );
+        let (other, why) = if who == "master" {
+            (worker, "this process started it")
+        } else {
+            (master, "it started this process")
+        };
+        assert!(
+            err.contains(&format!("not taking over from PID {other} (python")) && err.contains(why),
+            "{who}: {err}"
+        );
+        unsafe { libc::kill(worker, libc::SIGKILL) };
+    }
+}
+
+/// A signal delivered while REUSE_WAIT_MS waits ends the wait: the bind returns EADDRINUSE
+/// at once, as it would have without waiting, and the program's handler runs (Ctrl-C, a
+/// handled SIGTERM). It once waited out the whole window.
+#[test]
+fn a_signal_ends_the_wait() {
+    if probe().is_none() {
+        return;
+    }
+    let port = free_port();
+    let _holder = listener(false, port, &[]);
+    let code = "import signal,socket,sys,time
+signal.signal(signal.SIGUSR1, lambda *a: print('handled', flush=True))
+print('binding', flush=True)
+t0 = time.monotonic()
+try:
+    socket.socket().bind(('127.0.0.1', int(sys.argv[1])))
+except OSError as e:
+    print('errno', e.errno, 'after', round(time.monotonic() - t0, 1), flush=True)
+";
+    let mut c = command(python(), true);
+    c.args(["-c", code, &port.to_string()])
+        .env("REUSE_WAIT_MS", "15000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut p = Proc {
+        child: spawn_retrying(&mut c).expect("python"),
+        name: "waiter".into(),
+    };
+    let mut lines = BufReader::new(p.child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("binding")
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let t0 = Instant::now();
+    p.signal(libc::SIGUSR1);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the wait went on after the signal: {took:?}"
+    );
+    assert!(rest.iter().any(|l| l == "handled"), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("errno 98 after ")),
+        "{rest:?}"
+    );
 }

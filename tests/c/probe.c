@@ -21,6 +21,19 @@
  *   probe bigserve 4 ADDR PORT BYTES   a legacy server that, for each connection, writes
  *                                      BYTES bytes (byte i is i % 251) without reading, and
  *                                      closes at once; until killed
+ *   probe sock 4|6|4unspec tcp|udp|mptcp ADDR PORT
+ *                                      socket+bind, then print what the descriptor is now:
+ *                                      rc errno type listening port reuseaddr reuseport
+ *                                      linger; 4unspec binds with sin_family AF_UNSPEC
+ *   probe badaddr PORT                 binds with bad address pointers and lengths (a
+ *                                      pointer of 1; IPv6 addresses ending at a page's end
+ *                                      with lengths 24, 28, 1000; a NULL address); prints
+ *                                      each rc and errno on one line
+ *   probe dupfail PORT                 failed dup2/dup3 onto a TCP socket's number (bad
+ *                                      flags, a closed source), then binds it
+ *   probe exec NAME=VALUE... -- PROGRAM ARG...
+ *                                      execs PROGRAM with exactly those environment entries
+ *                                      (duplicates kept) and PATH
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -33,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -270,7 +284,114 @@ static int do_closed2(const char *file, int port) {
     return do_bind(4, 0, "tcp", "127.0.0.1", port, 0);
 }
 
+#include <sys/mman.h>
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+
+static int do_sock(const char *fam, const char *proto, const char *host, int port) {
+    int v6 = strcmp(fam, "6") == 0;
+    int type = strcmp(proto, "udp") == 0 ? SOCK_DGRAM : SOCK_STREAM;
+    int protocol = strcmp(proto, "mptcp") == 0 ? IPPROTO_MPTCP : 0;
+    int fd = socket(v6 ? AF_INET6 : AF_INET, type, protocol);
+    if (fd < 0) { printf("socket errno=%d\n", errno); return 3; }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (make_addr(v6 ? 6 : 4, host, port, &ss, &len)) return 2;
+    if (strcmp(fam, "4unspec") == 0) ((struct sockaddr_in *)&ss)->sin_family = AF_UNSPEC;
+    errno = 4242;
+    int rc = bind(fd, (struct sockaddr *)&ss, len);
+    int e = errno;
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof got;
+    int gport = -1;
+    if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0)
+        gport = ntohs(((struct sockaddr_in *)&got)->sin_port);
+    struct linger lg = {0, 0};
+    socklen_t l = sizeof lg;
+    getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l);
+    printf("rc=%d errno=%d type=%d listening=%d port=%d reuseaddr=%d reuseport=%d linger=%d,%d\n", rc, e,
+           opt(fd, SO_TYPE), opt(fd, SO_ACCEPTCONN), gport, opt(fd, SO_REUSEADDR) != 0,
+           opt(fd, SO_REUSEPORT) != 0, lg.l_onoff != 0, lg.l_linger);
+    fflush(stdout);
+    return 0;
+}
+
+static void one_bad(int fd, const void *addr, socklen_t len) {
+    errno = 4242;
+    int rc = bind(fd, (const struct sockaddr *)addr, len);
+    printf(" %d/%d", rc, rc == 0 ? 0 : errno);
+}
+
+static int do_badaddr(int port) {
+    long page = sysconf(_SC_PAGESIZE);
+    /* Two pages, the second one unmapped: an address placed at the end of the first is
+     * followed by nothing readable. */
+    char *two = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (two == MAP_FAILED) { perror("mmap"); return 2; }
+    munmap(two + page, page);
+    struct sockaddr_in6 a6;
+    memset(&a6, 0, sizeof a6);
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons(port);
+    a6.sin6_addr = in6addr_loopback;
+    printf("badaddr");
+    int f4 = socket(AF_INET, SOCK_STREAM, 0);
+    one_bad(f4, (void *)1, 16);
+    one_bad(f4, NULL, 16);
+    close(f4);
+    socklen_t lens[] = {24, 28, 1000};
+    for (int i = 0; i < 3; i++) {
+        int f6 = socket(AF_INET6, SOCK_STREAM, 0);
+        /* The address's first 24 bytes end exactly at the unmapped page. */
+        char *at = two + page - 24;
+        memcpy(at, &a6, 24);
+        one_bad(f6, at, lens[i]);
+        close(f6);
+    }
+    printf("\n");
+    return 0;
+}
+
+static int do_dupfail(int port) {
+    /* dup3 with bad flags (EINVAL) from a UDP socket onto a TCP one. */
+    int tcp = socket(AF_INET, SOCK_STREAM, 0);
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    int r = dup3(udp, tcp, 0x7fff0000);
+    printf("dup3=%d/%d ", r, errno);
+    bind_loopback_and_print(tcp, port);
+    close(tcp);
+    close(udp);
+    /* dup2 from a number whose UDP socket was closed behind libc's back (EBADF). */
+    tcp = socket(AF_INET, SOCK_STREAM, 0);
+    udp = socket(AF_INET, SOCK_DGRAM, 0);
+    syscall(SYS_close, udp);
+    r = dup2(udp, tcp);
+    printf("dup2=%d/%d ", r, errno);
+    bind_loopback_and_print(tcp, port);
+    return 0;
+}
+
+static int do_exec(int argc, char **argv) {
+    char *env[256];
+    int n = 0, i = 2;
+    for (; i < argc && strcmp(argv[i], "--") != 0 && n < 254; i++) env[n++] = argv[i];
+    if (i >= argc - 1) { fprintf(stderr, "probe exec: no program\n"); return 2; }
+    const char *path = getenv("PATH");
+    static char pathvar[4096];
+    snprintf(pathvar, sizeof pathvar, "PATH=%s", path ? path : "/usr/bin:/bin");
+    env[n++] = pathvar;
+    env[n] = NULL;
+    execvpe(argv[i + 1], argv + i + 1, env);
+    perror("execvpe");
+    return 127;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 6 && strcmp(argv[1], "sock") == 0) return do_sock(argv[2], argv[3], argv[4], atoi(argv[5]));
+    if (argc >= 3 && strcmp(argv[1], "badaddr") == 0) return do_badaddr(atoi(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "dupfail") == 0) return do_dupfail(atoi(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "exec") == 0) return do_exec(argc, argv);
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
         return do_bind(atoi(argv[2]), strcmp(argv[2], "6rfc2133") == 0, argv[3], argv[4], atoi(argv[5]),
                        argc >= 7 && strcmp(argv[6], "loaded") == 0);

@@ -388,3 +388,67 @@ pub fn probe() -> Option<PathBuf> {
         .get_or_init(|| build_c("tests/c/probe.c", "probe", "cc"))
         .clone()
 }
+
+/// A folder of the test's own under the system's temporary folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("reuse-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Root and setpriv, to run a program as another uid; None (skip) without them, a failure
+/// under CI=true (which runs as root).
+pub fn setpriv() -> Option<PathBuf> {
+    if !is_root() {
+        assert!(!in_ci(), "CI runs the tests as root");
+        eprintln!("SKIP: needs root (to run a process as a second uid)");
+        return None;
+    }
+    require("setpriv", "apt-get install util-linux")
+}
+
+/// `setpriv` arguments that run a program as uid/gid `uid` with no supplementary groups.
+pub fn as_uid(uid: u32) -> Vec<String> {
+    vec![
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".into(),
+        "--".into(),
+    ]
+}
+
+/// Waits until `path` exists (at most `timeout`).
+pub fn wait_file(path: &Path, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while !path.exists() {
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
