@@ -7,14 +7,14 @@
 //! table (at the end of this file) points the libc names at them.
 
 use core::mem::size_of;
-use core::ptr;
 
-use libc::{c_int, c_void, sockaddr, sockaddr_in, sockaddr_in6, socklen_t};
-use reuse_core::config::Options;
-use reuse_core::decision::{self, Decision, LeaveReason};
-use reuse_core::line::Endpoint;
+use libc::{c_int, c_void, sockaddr, socklen_t};
+use reuse_core::config::{Config, Hold, Level, Options};
+use reuse_core::decision::{self, Decision, LeaveReason, Plan, Transport};
+use reuse_core::endpoint::{self, BindAddress, Endpoint};
+use reuse_core::hold_protocol::Request;
 
-use crate::{errno, hold, holder, real, report, socket_kinds, state};
+use crate::{addr_in_use, errno, handover, real, report, socket_kinds, state, sys};
 
 /// `socket()`: remember what was made, so `bind()` needs no system call to find out.
 #[cfg_attr(not(target_vendor = "apple"), export_name = "socket")]
@@ -45,140 +45,222 @@ pub unsafe extern "C" fn reuse_dup(old: c_int) -> c_int {
     new
 }
 
+/// `dup2()`: the table follows only a call that succeeded; a failed one changed nothing.
 #[cfg_attr(not(target_vendor = "apple"), export_name = "dup2")]
 pub unsafe extern "C" fn reuse_dup2(old: c_int, new: c_int) -> c_int {
-    if old != new {
+    let rc = real::dup2()(old, new);
+    if rc == new && old != new {
         socket_kinds::copy(old, new);
     }
-    real::dup2()(old, new)
+    rc
 }
 
 #[cfg(not(target_vendor = "apple"))]
 #[export_name = "dup3"]
 pub unsafe extern "C" fn reuse_dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if old != new {
+    let rc = real::dup3()(old, new, flags);
+    if rc == new {
         socket_kinds::copy(old, new);
     }
-    real::dup3()(old, new, flags)
+    rc
 }
 
-/// The shortest sockaddr_in6 Linux takes in a bind: RFC 2133's, without sin6_scope_id.
-const SIN6_LEN_RFC2133: usize = 24;
+/// The most address bytes the kernel copies in for a bind (`sizeof(struct
+/// sockaddr_storage)`); a longer length it refuses with EINVAL before reading anything.
+const SOCKADDR_MAX: usize = 128;
 
-/// The address a bind names, if it is an inet one the kernel would accept the length of.
-/// The caller's buffer may be unaligned, hence the unaligned reads, and may be as short as
-/// the length says, hence field by field for IPv6.
-unsafe fn endpoint(addr: *const sockaddr, len: socklen_t) -> Option<Endpoint> {
-    if addr.is_null() || (len as usize) < size_of::<sockaddr_in>() {
+/// The caller's address as the library may read it: only after the kernel has accepted it
+/// (a bind that succeeded, or got as far as EADDRINUSE), which proves the `len` bytes
+/// readable; never past `len`.
+unsafe fn accepted_address(addr: *const sockaddr, len: socklen_t) -> Option<BindAddress> {
+    let n = (len as usize).min(endpoint::DECODED_MAX);
+    if addr.is_null() {
         return None;
     }
-    let family = ptr::read_unaligned(addr).sa_family as c_int;
-    if family == libc::AF_INET {
-        let a = ptr::read_unaligned(addr.cast::<sockaddr_in>());
-        Some(Endpoint::V4(
-            a.sin_addr.s_addr.to_ne_bytes(),
-            u16::from_be(a.sin_port),
-        ))
-    } else if family == libc::AF_INET6 && len as usize >= SIN6_LEN_RFC2133 {
-        let base = addr.cast::<u8>();
-        let port = ptr::read_unaligned(
-            base.add(core::mem::offset_of!(sockaddr_in6, sin6_port))
-                .cast::<u16>(),
-        );
-        let ip = ptr::read_unaligned(
-            base.add(core::mem::offset_of!(sockaddr_in6, sin6_addr))
-                .cast::<[u8; 16]>(),
-        );
-        Some(Endpoint::V6(ip, u16::from_be(port)))
-    } else {
-        None
-    }
-}
-
-/// The IPv6 scope id of an address `endpoint` accepted: 0 when the address is too short to
-/// carry one (RFC 2133's), as the kernel takes it.
-unsafe fn scope_id(addr: *const sockaddr, len: socklen_t) -> u32 {
-    let at = core::mem::offset_of!(sockaddr_in6, sin6_scope_id);
-    if ptr::read_unaligned(addr).sa_family as c_int != libc::AF_INET6
-        || (len as usize) < at + size_of::<u32>()
-    {
-        return 0;
-    }
-    ptr::read_unaligned(addr.cast::<u8>().add(at).cast::<u32>())
+    let bytes = core::slice::from_raw_parts(addr.cast::<u8>(), n);
+    // A bind the kernel accepted with AF_UNSPEC was an AF_INET socket's INADDR_ANY.
+    endpoint::decode(bytes, handover::abi(), true)
 }
 
 #[cfg_attr(not(target_vendor = "apple"), export_name = "bind")]
 pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let real_bind = real::bind();
     let Some(cfg) = state::active() else {
-        return real_bind(fd, addr, len);
+        return real::bind()(fd, addr, len);
     };
-    let Some(ep) = endpoint(addr, len) else {
-        return real_bind(fd, addr, len);
-    };
-    let maybe_held = cfg
-        .hold
-        .as_ref()
-        .is_some_and(|h| h.ports.contains(ep.port()));
-    // Unlisted ports are decided before anything else is looked at: they pay one lookup.
-    if let (false, Err(why)) = (maybe_held, decision::port_wanted(cfg, ep.port())) {
-        if state::logs(reuse_core::config::Level::Debug) {
-            let saved = errno::get();
-            report::left(&ep, None, why);
-            errno::set(saved);
-        }
-        return real_bind(fd, addr, len);
-    }
     let saved = errno::get();
-    let transport = socket_kinds::transport(fd);
-    if let (true, Some(t)) = (maybe_held, transport) {
-        if decision::hold_wanted(cfg, t, ep.port()) {
-            let scope = scope_id(addr, len);
-            if let Some((rc, err)) = cfg
-                .hold
-                .as_ref()
-                .and_then(|h| hold::take(h, fd, &ep, scope))
-            {
-                errno::set(if rc == 0 { saved } else { err });
-                return rc;
-            }
+    if let Some(hold) = &cfg.hold {
+        if let Some(rc) = bind_held(cfg, hold, fd, addr, len, saved) {
+            return rc;
         }
     }
-    let decision = match transport {
-        Some(t) => decision::decide(cfg, t, ep.port()),
-        None => Decision::Leave(LeaveReason::NotTcpOrUdp),
+    // The kernel reads the address first: a bad pointer or length gets the kernel's own
+    // answer (EFAULT, EINVAL, ...) and the library never touches it. The options then go on
+    // after a bind that succeeded (SO_REUSEADDR governs the TIME_WAIT this socket will
+    // leave) or before a second try of one the kernel refused with EADDRINUSE (what the
+    // options can change): the same system calls as setting them first.
+    let rc = real::bind()(fd, addr, len);
+    if rc == 0 {
+        bound(cfg, fd, addr, len);
+        errno::set(saved);
+        return 0;
+    }
+    if errno::get() != libc::EADDRINUSE {
+        return rc;
+    }
+    let (rc, err) = refused(cfg, fd, addr, len);
+    errno::set(if rc == 0 { saved } else { err });
+    rc
+}
+
+/// After a bind that succeeded at once: the options, for the TIME_WAIT and sharing to come.
+unsafe fn bound(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) {
+    let Some(a) = accepted_address(addr, len) else {
+        return;
     };
-    let options = match decision {
+    let ep = a.endpoint;
+    // Unlisted ports are decided before anything else is looked at: they pay one lookup.
+    if let Err(why) = decision::port_wanted(cfg, ep.port()) {
+        report::left(&ep, None, why);
+        return;
+    }
+    let Some(transport) = socket_kinds::transport(fd) else {
+        report::left(&ep, None, LeaveReason::NotTcpOrUdp);
+        return;
+    };
+    // Hold mode was tried before the bind; here only the options are left to decide.
+    match decision::decide(cfg, transport, ep.port()) {
+        Decision::Apply(o) => {
+            apply(fd, &ep, &o);
+            report::applied(&ep, transport, &o);
+        }
+        Decision::Leave(why) => report::left(&ep, Some(transport), why),
+    }
+}
+
+/// A bind the kernel refused with EADDRINUSE: with the options it may pass (TIME_WAIT, a
+/// SO_REUSEPORT group); if not, wait, take over and explain as configured.
+unsafe fn refused(
+    cfg: &Config,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> (c_int, c_int) {
+    let in_use = (-1, libc::EADDRINUSE);
+    let Some(a) = accepted_address(addr, len) else {
+        return in_use;
+    };
+    let ep = a.endpoint;
+    if decision::port_wanted(cfg, ep.port()).is_err() {
+        return in_use;
+    }
+    let Some(transport) = socket_kinds::transport(fd) else {
+        return in_use;
+    };
+    if !decision::in_scope(cfg, transport) {
+        return in_use;
+    }
+    let options = match decision::decide(cfg, transport, ep.port()) {
         Decision::Apply(o) => o,
         Decision::Leave(why) => {
-            report::left(&ep, transport, why);
-            errno::set(saved);
-            return real_bind(fd, addr, len);
+            report::left(&ep, Some(transport), why);
+            Options::NONE
         }
     };
-    apply(fd, &ep, &options);
-    errno::set(saved);
-
-    let rc = real_bind(fd, addr, len);
-    let err = errno::get();
-    let (rc, err) = if rc != 0 && err == libc::EADDRINUSE {
-        holder::after_addrinuse(cfg, fd, addr, len, &ep, options.addr)
-    } else {
-        (rc, err)
+    let mut attempt = || {
+        let rc = real::bind()(fd, addr, len);
+        (rc, if rc == 0 { 0 } else { errno::get() })
     };
-    if rc == 0 {
-        if let Some(t) = transport {
-            report::applied(&ep, t, &options);
+    let mut result = in_use;
+    if options.relax_bind() || options.linger.is_some() {
+        apply(fd, &ep, &options);
+        if options.relax_bind() {
+            result = attempt();
         }
-        if options.port && state::logs(reuse_core::config::Level::Warn) {
-            holder::announce_sharing(&ep);
-        }
-        // A bind that succeeded, at once or after retries, leaves errno as the program had it.
-        errno::set(saved);
-    } else {
-        errno::set(err);
     }
-    rc
+    if result.0 == 0 {
+        report::applied(&ep, transport, &options);
+        if options.port && report::logs(Level::Warn) {
+            addr_in_use::announce_sharing(&ep, transport, handover::command_pid());
+        }
+        return result;
+    }
+    if result.1 != libc::EADDRINUSE {
+        return result;
+    }
+    let failed = addr_in_use::Failed {
+        ep: &ep,
+        transport,
+        had_addr: options.addr,
+        skip: &[handover::command_pid()],
+    };
+    addr_in_use::after(cfg, &failed, &mut attempt)
+}
+
+/// Hold mode: a TCP bind to a held port is answered from the command's socket. None to bind
+/// as without hold. The address is copied with a system call that fails cleanly on a bad
+/// pointer, since here it must be read before any bind.
+unsafe fn bind_held(
+    cfg: &Config,
+    hold: &Hold,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    saved: c_int,
+) -> Option<c_int> {
+    if socket_kinds::transport(fd) != Some(Transport::Tcp) || len as usize > SOCKADDR_MAX {
+        return None;
+    }
+    let family = handover::replaceable(fd)?;
+    let mut buf = [0u8; SOCKADDR_MAX];
+    let n = len as usize;
+    if sys::read_own_memory(buf.as_mut_ptr().cast(), addr.cast(), n) != n as isize {
+        errno::set(saved);
+        return None;
+    }
+    let a = endpoint::decode(buf.get(..n)?, handover::abi(), family == libc::AF_INET)?;
+    let ep = a.endpoint;
+    if decision::plan(cfg, Some(Transport::Tcp), ep.port()) != Plan::Hold
+        || handover::family_of(&ep) != family
+    {
+        errno::set(saved);
+        return None;
+    }
+    let request = Request {
+        endpoint: ep,
+        v6only: ep.is_v6() && handover::v6only(fd),
+        scope_id: a.scope_id,
+    };
+    let outcome = handover::take(hold, fd, &request);
+    let (rc, err) = match outcome {
+        handover::Outcome::Installed => (0, 0),
+        handover::Outcome::Failed(libc::EADDRINUSE) => {
+            // Another live instance has the socket, or the command could not bind it yet
+            // (an instance not under hold is still shutting down): wait, take over and
+            // explain as for any bind, asking the command again each time.
+            let mut attempt = || match handover::take(hold, fd, &request) {
+                handover::Outcome::Installed => (0, 0),
+                handover::Outcome::Failed(e) => (-1, e),
+                handover::Outcome::Unavailable => {
+                    let rc = real::bind()(fd, addr, len);
+                    (rc, if rc == 0 { 0 } else { errno::get() })
+                }
+            };
+            let failed = addr_in_use::Failed {
+                ep: &ep,
+                transport: Transport::Tcp,
+                had_addr: true,
+                skip: &[handover::command_pid()],
+            };
+            addr_in_use::after(cfg, &failed, &mut attempt)
+        }
+        handover::Outcome::Failed(e) => (-1, e),
+        handover::Outcome::Unavailable => {
+            errno::set(saved);
+            return None;
+        }
+    };
+    errno::set(if rc == 0 { saved } else { err });
+    Some(rc)
 }
 
 fn set_int(fd: c_int, name: c_int, v: c_int) -> c_int {

@@ -5,17 +5,20 @@
 //!
 //! Layout: `hooks` is the whole FFI edge; `real` holds the resolved libc symbols that every
 //! internal call goes through; `state` is the configuration read once at load; `socket_kinds`
-//! remembers what `socket()` created; `report` writes stderr lines; `holder` explains and
-//! waits out a failed bind; `hold` hands a server the socket `reuse run --hold` keeps. Every decision is a pure function of `reuse-core`.
+//! remembers what `socket()` created; `report` writes stderr lines; `addr_in_use` waits out,
+//! takes over and explains a bind refused with EADDRINUSE, reading /proc through `procfs`;
+//! `handover` gets a server the socket `reuse run --hold` keeps; `sys` makes the library's
+//! own system calls. Every decision is a pure function of `reuse-core`.
 //!
 //! The library is `no_std` with `panic = "abort"`: no unwinder, no allocator, no libgcc_s,
 //! and about 55 kB, in two segments, to map into every process that inherits the environment.
 #![cfg_attr(not(test), no_std)]
 
+mod addr_in_use;
 mod errno;
-mod hold;
-mod holder;
+mod handover;
 mod hooks;
+mod procfs;
 mod real;
 mod report;
 mod socket_kinds;

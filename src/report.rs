@@ -6,11 +6,33 @@
 
 use reuse_core::config::{write_escaped, ConfigError, Level, Options};
 use reuse_core::decision::{LeaveReason, Transport};
-use reuse_core::line::{Endpoint, Line, Write};
+use reuse_core::endpoint::Endpoint;
+use reuse_core::line::{Line, Write};
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use crate::state;
+/// The level lines are written at (REUSE_LOG); set once the configuration is read, kept
+/// apart from it so that an inert library still knows whether to speak.
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
+
+pub fn set_level(l: Level) {
+    LEVEL.store(l as u8, Ordering::Relaxed);
+}
+
+pub fn level() -> Level {
+    match LEVEL.load(Ordering::Relaxed) {
+        0 => Level::Off,
+        1 => Level::Error,
+        2 => Level::Warn,
+        3 => Level::Info,
+        _ => Level::Debug,
+    }
+}
+
+#[inline]
+pub fn logs(at: Level) -> bool {
+    at != Level::Off && level() >= at
+}
 
 pub fn pid() -> i32 {
     crate::sys::getpid()
@@ -95,7 +117,7 @@ fn emit(line: &mut Line) {
 
 /// Builds and writes one line if `at` is enabled.
 pub fn at(at: Level, build: impl FnOnce(&mut Line) -> core::fmt::Result) {
-    if state::logs(at) {
+    if logs(at) {
         let mut line = Line::new(pid());
         let _ = build(&mut line);
         emit(&mut line);

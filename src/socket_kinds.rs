@@ -18,7 +18,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use libc::{c_int, c_void, socklen_t};
-use reuse_core::decision::Transport;
+use reuse_core::decision::{Protocol, SocketType, Transport};
 
 use crate::{errno, sys};
 
@@ -88,15 +88,26 @@ fn code_of(domain: c_int, sock_type: c_int, protocol: c_int) -> u8 {
     }
 }
 
+/// Multipath TCP's protocol number (Linux); nowhere else.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const IPPROTO_MPTCP: c_int = libc::IPPROTO_MPTCP;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const IPPROTO_MPTCP: c_int = -1;
+
 fn classify(sock_type: c_int, protocol: c_int) -> Transport {
-    Transport::classify(
-        sock_type,
-        protocol,
-        libc::SOCK_STREAM,
-        libc::SOCK_DGRAM,
-        libc::IPPROTO_TCP,
-        libc::IPPROTO_UDP,
-    )
+    let ty = match sock_type {
+        libc::SOCK_STREAM => SocketType::Stream,
+        libc::SOCK_DGRAM => SocketType::Dgram,
+        _ => SocketType::Other,
+    };
+    let protocol = match protocol {
+        0 => Protocol::Default,
+        libc::IPPROTO_TCP => Protocol::Tcp,
+        libc::IPPROTO_UDP => Protocol::Udp,
+        IPPROTO_MPTCP => Protocol::Mptcp,
+        _ => Protocol::Other,
+    };
+    Transport::classify(ty, protocol)
 }
 
 #[inline]

@@ -21,9 +21,6 @@ const ACTIVE: u8 = 2;
 const INERT: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNREAD);
-/// The level lines are written at; kept apart from the config so an inert library still
-/// knows whether to speak.
-static LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
 
 struct Slot(UnsafeCell<MaybeUninit<Config>>);
 // SAFETY: written once by the thread that moved STATE from UNREAD to READING, read only
@@ -43,21 +40,6 @@ pub fn active() -> Option<&'static Config> {
         // a host; this one bind is left alone instead.
         _ => None,
     }
-}
-
-pub fn level() -> Level {
-    match LEVEL.load(Ordering::Relaxed) {
-        0 => Level::Off,
-        1 => Level::Error,
-        2 => Level::Warn,
-        3 => Level::Info,
-        _ => Level::Debug,
-    }
-}
-
-#[inline]
-pub fn logs(at: Level) -> bool {
-    at != Level::Off && level() >= at
 }
 
 /// The process environment's entries that start with `REUSE_`, walked once. Reading
@@ -123,7 +105,7 @@ fn read_now() -> Option<&'static Config> {
         return active_if_ready();
     }
     if secure_execution() {
-        LEVEL.store(Level::Off as u8, Ordering::Relaxed);
+        report::set_level(Level::Off);
         STATE.store(INERT, Ordering::Release);
         return None;
     }
@@ -133,12 +115,12 @@ fn read_now() -> Option<&'static Config> {
     let found = config::pick_variables(reuse_entries());
     match config::read_into(cfg, |name| config::lookup(&found, name)) {
         Ok(()) => {
-            LEVEL.store(cfg.log as u8, Ordering::Relaxed);
+            report::set_level(cfg.log);
             STATE.store(ACTIVE, Ordering::Release);
             Some(cfg)
         }
         Err(e) => {
-            LEVEL.store(cfg.log as u8, Ordering::Relaxed);
+            report::set_level(cfg.log);
             STATE.store(INERT, Ordering::Release);
             report::config_error(&e);
             None

@@ -54,8 +54,36 @@ mod imp {
     pub fn getuid() -> libc::uid_t {
         unsafe { syscall(libc::SYS_getuid) as libc::uid_t }
     }
-    pub unsafe fn kill(pid: pid_t, sig: c_int) -> c_int {
-        ret(syscall(libc::SYS_kill, pid as c_long, sig as c_long))
+    pub fn geteuid() -> libc::uid_t {
+        unsafe { syscall(libc::SYS_geteuid) as libc::uid_t }
+    }
+    pub unsafe fn getsockname(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
+        ret(syscall(libc::SYS_getsockname, fd as c_long, a, l))
+    }
+    /// Copies `n` bytes at `from` in this process into `to`, or fails with EFAULT (never a
+    /// SIGSEGV) if they are not all readable.
+    pub unsafe fn read_own_memory(to: *mut c_void, from: *const c_void, n: size_t) -> ssize_t {
+        let local = libc::iovec {
+            iov_base: to,
+            iov_len: n,
+        };
+        let remote = libc::iovec {
+            iov_base: from as *mut c_void,
+            iov_len: n,
+        };
+        syscall(
+            libc::SYS_process_vm_readv,
+            getpid() as c_long,
+            &local as *const libc::iovec,
+            1 as c_long,
+            &remote as *const libc::iovec,
+            1 as c_long,
+            0 as c_long,
+        ) as ssize_t
+    }
+    pub fn kill(pid: pid_t, sig: c_int) -> c_int {
+        // SAFETY: kill touches no memory of this process.
+        ret(unsafe { syscall(libc::SYS_kill, pid as c_long, sig as c_long) })
     }
     pub unsafe fn nanosleep(t: *const timespec) -> c_int {
         ret(syscall(
@@ -236,8 +264,21 @@ mod imp {
     pub fn getuid() -> libc::uid_t {
         unsafe { libc::getuid() }
     }
-    pub unsafe fn kill(pid: pid_t, sig: c_int) -> c_int {
-        libc::kill(pid, sig)
+    pub fn geteuid() -> libc::uid_t {
+        unsafe { libc::geteuid() }
+    }
+    pub unsafe fn getsockname(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
+        libc::getsockname(fd, a, l)
+    }
+    /// No way to copy from an unchecked pointer without faulting here: hold mode (which
+    /// needs it) is Linux-only, and this reports ENOSYS.
+    pub unsafe fn read_own_memory(_to: *mut c_void, _from: *const c_void, _n: size_t) -> ssize_t {
+        crate::errno::set(libc::ENOSYS);
+        -1
+    }
+    pub fn kill(pid: pid_t, sig: c_int) -> c_int {
+        // SAFETY: kill touches no memory of this process.
+        unsafe { libc::kill(pid, sig) }
     }
     pub unsafe fn nanosleep(t: *const timespec) -> c_int {
         libc::nanosleep(t, core::ptr::null_mut())
@@ -325,3 +366,26 @@ mod imp {
 }
 
 pub use imp::*;
+
+/// CLOCK_MONOTONIC in milliseconds.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the call to fill.
+    unsafe { clock_monotonic(&mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000) + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Sleeps `ms`; false when a signal cut the sleep short (its handler ran), so a wait can end
+/// there as a Ctrl-C or a handled SIGTERM asks.
+pub fn sleep_ms(ms: u64) -> bool {
+    let ts = timespec {
+        tv_sec: (ms / 1000) as _,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    };
+    // SAFETY: ts is a valid timespec.
+    let rc = unsafe { nanosleep(&ts) };
+    !(rc != 0 && crate::errno::get() == libc::EINTR)
+}

@@ -5,12 +5,16 @@
 //! after a failed bind, and a wildcard address (0.0.0.0:PORT, [::]:PORT) is the bind target,
 //! because that is what a server binds unless told otherwise and it overlaps every address.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use reuse_core::line::Endpoint;
+use reuse_core::decision::Transport;
+use reuse_core::endpoint::Endpoint;
 use reuse_core::proc_net::{self, PortSummary, TcpEntry};
 use serde_json::{json, Value};
+
+use crate::out::say;
+use crate::procfs::{self, Process};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Family {
@@ -28,24 +32,12 @@ impl Family {
         }
     }
 
-    fn table(self) -> &'static str {
-        match self {
-            Family::V4 => "/proc/net/tcp",
-            Family::V6 => "/proc/net/tcp6",
-        }
-    }
-
     fn wildcard(self, port: u16) -> Endpoint {
         match self {
             Family::V4 => Endpoint::V4([0; 4], port),
             Family::V6 => Endpoint::V6([0; 16], port),
         }
     }
-}
-
-struct Process {
-    pid: i32,
-    program: String,
 }
 
 struct Listener {
@@ -57,6 +49,7 @@ struct Listener {
 
 struct PortReport {
     port: u16,
+    transport: Transport,
     /// One summary per family, in Family::ALL order.
     summaries: [PortSummary; 2],
     listeners: Vec<Listener>,
@@ -103,18 +96,34 @@ impl PortReport {
         }
         let mut seen = BTreeSet::new();
         let mut named = Vec::new();
+        let mut hold = Vec::new();
         for l in &self.listeners {
             for p in &l.processes {
-                if seen.insert(p.pid) {
+                if p.hold {
+                    if !hold.contains(&p.pid) {
+                        hold.push(p.pid);
+                    }
+                } else if seen.insert(p.pid) {
                     named.push(format!("{} ({}, user {})", p.pid, p.program, l.user));
                 }
             }
+        }
+        if let Some(reuse) = hold.first() {
+            let serving = if named.is_empty() {
+                "no instance has it now; connections wait in its queue".to_string()
+            } else {
+                format!("served now by PID {}", named.join(", PID "))
+            };
+            return format!(
+                "held by reuse --hold for PID {reuse} ({serving}); restart the server freely; stop reuse (kill {reuse}) to free the port"
+            );
         }
         if named.is_empty() {
             let users: BTreeSet<&str> = self.listeners.iter().map(|l| l.user.as_str()).collect();
             let users: Vec<&str> = users.into_iter().collect();
             return format!(
-                "held by a listener of user {} whose process this user cannot see; run reuse doctor as root to name it",
+                "held by a {} of user {} whose process this user cannot see; run reuse doctor as root to name it",
+                if self.transport == Transport::Udp { "socket" } else { "listener" },
                 users.join(", ")
             );
         }
@@ -128,6 +137,14 @@ impl PortReport {
         )
     }
 
+    /// `ipv4` for TCP (the default), `ipv4 udp` for UDP.
+    fn label(&self, fam: Family) -> String {
+        match self.transport {
+            Transport::Udp => format!("{} udp", fam.name()),
+            _ => fam.name().to_string(),
+        }
+    }
+
     fn text(&self, out: &mut String) {
         let _ = writeln!(out, "port {}", self.port);
         for (i, fam) in Family::ALL.into_iter().enumerate() {
@@ -135,12 +152,20 @@ impl PortReport {
             let mut said = false;
             for l in self.listeners.iter().filter(|l| l.family == fam) {
                 said = true;
-                let _ = write!(out, "  {}: listening on {}", fam.name(), l.entry.local);
+                let verb = if self.transport == Transport::Udp {
+                    "bound on"
+                } else {
+                    "listening on"
+                };
+                let _ = write!(out, "  {}: {verb} {}", self.label(fam), l.entry.local);
                 if l.processes.is_empty() {
                     let _ = write!(out, ", user {} (process not visible)", l.user);
                 }
                 for p in &l.processes {
                     let _ = write!(out, ", PID {} ({}, user {})", p.pid, p.program, l.user);
+                    if p.hold {
+                        out.push_str(" [reuse run --hold]");
+                    }
                 }
                 out.push('\n');
             }
@@ -149,7 +174,7 @@ impl PortReport {
                 let _ = writeln!(
                     out,
                     "  {}: {} TIME_WAIT socket(s), the last expires in {} seconds",
-                    fam.name(),
+                    self.label(fam),
                     s.time_wait,
                     s.time_wait_seconds()
                 );
@@ -159,12 +184,12 @@ impl PortReport {
                 let _ = writeln!(
                     out,
                     "  {}: {} connection(s) in other states",
-                    fam.name(),
+                    self.label(fam),
                     s.other
                 );
             }
             if !said {
-                let _ = writeln!(out, "  {}: no socket", fam.name());
+                let _ = writeln!(out, "  {}: no socket", self.label(fam));
             }
         }
         let _ = writeln!(out, "  verdict: {}", self.verdict());
@@ -181,7 +206,7 @@ impl PortReport {
                     "uid": l.entry.uid,
                     "user": l.user,
                     "inode": l.entry.inode,
-                    "processes": l.processes.iter().map(|p| json!({"pid": p.pid, "program": p.program})).collect::<Vec<_>>(),
+                    "processes": l.processes.iter().map(|p| json!({"pid": p.pid, "program": p.program, "reuse_hold": p.hold})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -205,6 +230,7 @@ impl PortReport {
             .collect();
         json!({
             "port": self.port,
+            "protocol": self.transport.name(),
             "status": self.status(),
             "held": self.held(),
             "free_under_reuse": !self.held(),
@@ -218,92 +244,24 @@ impl PortReport {
     }
 }
 
-fn read_table(fam: Family) -> Option<Vec<TcpEntry>> {
-    let text = std::fs::read(fam.table()).ok()?;
-    Some(
-        text.split(|b| *b == b'\n')
-            .filter_map(proc_net::parse_line)
-            .collect(),
-    )
-}
-
-/// uid -> name from /etc/passwd. NSS (LDAP, systemd-homed) is left out on purpose: it would
-/// mean linking libc's resolver machinery for a label; an unknown uid is shown as a number.
-fn users() -> HashMap<u32, String> {
-    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let mut m = HashMap::new();
-    for line in text.lines() {
-        let mut f = line.split(':');
-        if let (Some(name), Some(_), Some(uid)) = (f.next(), f.next(), f.next()) {
-            if let Ok(uid) = uid.parse() {
-                m.entry(uid).or_insert_with(|| name.to_string());
-            }
-        }
-    }
-    m
-}
-
-/// Every process holding one of `inodes`, from the `socket:[N]` links in /proc/*/fd. A
-/// socket can have many holders (forked workers share the parent's listener). Processes of
-/// other users are unreadable without privilege and are silently missed.
-fn holders(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Process>> {
-    let mut found: BTreeMap<u64, Vec<Process>> = BTreeMap::new();
-    if inodes.is_empty() {
-        return found;
-    }
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for dent in procs.flatten().take(1 << 16) {
-        let name = dent.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(dent.path().join("fd")) else {
-            continue;
-        };
-        let mut mine = BTreeSet::new();
-        for fd in fds.flatten().take(1 << 16) {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let inode = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse::<u64>().ok());
-            if let Some(i) = inode.filter(|i| inodes.contains(i)) {
-                mine.insert(i);
-            }
-        }
-        if mine.is_empty() {
-            continue;
-        }
-        let program = std::fs::read_to_string(dent.path().join("comm"))
-            .map(|s| s.trim_end().to_string())
-            .unwrap_or_else(|_| "?".into());
-        for i in mine {
-            found.entry(i).or_default().push(Process {
-                pid,
-                program: program.clone(),
-            });
-        }
-    }
-    found
-}
-
 /// Runs the diagnosis and prints it; the exit status: 0 when every port can be bound under
 /// reuse, 1 when one is held, 2 when the socket tables cannot be read.
-pub fn run(ports: &[u16], as_json: bool) -> i32 {
-    let (Some(v4), v6) = (read_table(Family::V4), read_table(Family::V6)) else {
-        eprintln!(
-            "reuse doctor: cannot read /proc/net/tcp; it needs Linux's /proc (on macOS use `lsof -nP -iTCP:PORT`)"
+pub fn run(ports: &[u16], as_json: bool, udp: bool) -> i32 {
+    let transport = if udp { Transport::Udp } else { Transport::Tcp };
+    let (Some(v4), v6) = (
+        procfs::table(transport, false),
+        procfs::table(transport, true),
+    ) else {
+        say!(
+            "reuse doctor: cannot read /proc/net/{}; it needs Linux's /proc (on macOS use `lsof -nP -i{}:PORT`)",
+            transport.name(),
+            transport.name().to_uppercase()
         );
         return 2;
     };
     // A kernel without IPv6 has no tcp6 table: nothing can stand there.
     let tables = [v4, v6.unwrap_or_default()];
-    let names = users();
+    let names = procfs::users();
     let user = |uid: u32| names.get(&uid).cloned().unwrap_or_else(|| uid.to_string());
 
     let mut reports = Vec::new();
@@ -313,9 +271,12 @@ pub fn run(ports: &[u16], as_json: bool) -> i32 {
         let mut listeners = Vec::new();
         for (i, fam) in Family::ALL.into_iter().enumerate() {
             let target = fam.wildcard(port);
-            for e in &tables[i] {
-                summaries[i].add(e, &target);
-                if e.state == proc_net::TCP_LISTEN && proc_net::overlaps(&e.local, &target) {
+            for e in tables.get(i).into_iter().flatten() {
+                if let Some(s) = summaries.get_mut(i) {
+                    s.add(e, &target, transport);
+                }
+                let holds = transport == Transport::Udp || e.state == proc_net::TCP_LISTEN;
+                if holds && proc_net::overlaps(&e.local, &target) {
                     wanted_inodes.insert(e.inode);
                     listeners.push(Listener {
                         family: fam,
@@ -328,42 +289,37 @@ pub fn run(ports: &[u16], as_json: bool) -> i32 {
         }
         reports.push(PortReport {
             port,
+            transport,
             summaries,
             listeners,
         });
     }
-    let mut owners = holders(&wanted_inodes);
+    let owners = procfs::holders(&wanted_inodes);
     for r in &mut reports {
         for l in &mut r.listeners {
-            if let Some(ps) = owners.get_mut(&l.entry.inode) {
-                // Several ports may name the same socket; each report gets its own copy.
-                l.processes = ps
-                    .iter()
-                    .map(|p| Process {
-                        pid: p.pid,
-                        program: p.program.clone(),
-                    })
-                    .collect();
+            if let Some(ps) = owners.get(&l.entry.inode) {
+                l.processes = ps.clone();
             }
         }
     }
 
     let held = reports.iter().any(PortReport::held);
-    if as_json {
+    let text = if as_json {
         let doc = json!({
             "ports": reports.iter().map(PortReport::json).collect::<Vec<_>>(),
             "free_under_reuse": !held,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("JSON of plain values")
-        );
+        let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        s.push('\n');
+        s
     } else {
         let mut out = String::new();
         for r in &reports {
             r.text(&mut out);
         }
-        print!("{out}");
-    }
+        out
+    };
+    // A reader that went away (`reuse doctor 80 | head -1`) is not an error of the diagnosis.
+    let _ = crate::out::out(text.as_bytes());
     i32::from(held)
 }

@@ -5,6 +5,8 @@ mod doctor;
 #[cfg(target_os = "linux")]
 mod hold;
 mod lib_path;
+mod out;
+mod procfs;
 mod reach;
 mod run;
 
@@ -12,6 +14,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::out::say;
 use reuse_core::config;
 
 const OVERVIEW: &str = "\
@@ -120,7 +124,7 @@ enum Cmd {
                       words.\n\nExit status 0 when a bind under reuse would succeed on every port, \
                       1 when a port is held, 2 on a usage error."
     )]
-    #[command(override_usage = "reuse doctor [--json] PORT...")]
+    #[command(override_usage = "reuse doctor [--json] [--udp] PORT...")]
     Doctor(DoctorArgs),
 }
 
@@ -138,6 +142,9 @@ fn wait_flag(s: &str) -> Result<OsString, String> {
 }
 fn log_flag(s: &str) -> Result<OsString, String> {
     run::check_flag(s, config::parse_log)
+}
+fn hold_flag(s: &str) -> Result<OsString, String> {
+    run::check_flag(s, config::parse_hold_ports)
 }
 
 #[derive(clap::Args)]
@@ -159,7 +166,7 @@ struct RunArgs {
     takeover: bool,
     /// Hold these ports' listening sockets across restarts: reuse stays as COMMAND's parent
     /// and hands the socket to each new instance, so no connection is refused (Linux)
-    #[arg(long, value_name = "LIST", value_parser = ports_flag)]
+    #[arg(long, value_name = "PORTS", value_parser = hold_flag)]
     hold: Option<OsString>,
     /// Log level of the library: off, error, warn, info, debug [REUSE_LOG]
     #[arg(long, value_name = "LEVEL", value_parser = log_flag)]
@@ -179,6 +186,9 @@ struct DoctorArgs {
     /// Print one JSON document instead of text
     #[arg(long)]
     json: bool,
+    /// Diagnose UDP instead of TCP: the sockets bound on the port, and who has them
+    #[arg(long)]
+    udp: bool,
     /// Ports to diagnose (1-65535)
     #[arg(value_name = "PORT", required = true, value_parser = clap::value_parser!(u16).range(1..))]
     ports: Vec<u16>,
@@ -209,21 +219,17 @@ fn main() -> ExitCode {
         }
         Cmd::Lib => match lib_path::find(std::env::var_os("REUSE_LIB").as_deref()) {
             Ok(p) => {
-                use std::io::Write;
                 use std::os::unix::ffi::OsStrExt;
                 let mut line = p.as_os_str().as_bytes().to_vec();
                 line.push(b'\n');
-                match std::io::stdout().write_all(&line) {
-                    Ok(()) => 0,
-                    Err(_) => 1,
-                }
+                i32::from(!out::out(&line))
             }
             Err(e) => {
-                eprintln!("reuse lib: {e}");
+                say!("reuse lib: {e}");
                 1
             }
         },
-        Cmd::Doctor(a) => doctor::run(&a.ports, a.json),
+        Cmd::Doctor(a) => doctor::run(&a.ports, a.json, a.udp),
     };
     ExitCode::from(status.clamp(0, 255) as u8)
 }

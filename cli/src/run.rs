@@ -10,6 +10,7 @@ use std::process::Command;
 
 use reuse_core::config::{self, Config, ConfigError, Level};
 
+use crate::out::say;
 use crate::{lib_path, reach};
 
 /// What `reuse run` was asked; every value already passed the library's parser.
@@ -19,16 +20,19 @@ pub struct Request {
     pub command: Vec<OsString>,
 }
 
-/// The flag that sets each variable, for messages.
-pub fn flag_of(var: &str) -> &'static str {
+/// What to say about fixing a bad variable: the flag that overrides it, if any.
+pub fn fix_hint(var: &str) -> &'static str {
     match var {
-        "REUSE_PORTS" => "--ports",
-        "REUSE_OPTIONS" => "--options",
-        "REUSE_PROTOCOLS" => "--protocols",
-        "REUSE_LOG" => "--log",
-        "REUSE_WAIT_MS" => "--wait",
-        "REUSE_TAKEOVER" => "--takeover",
-        _ => "?",
+        "REUSE_PORTS" => "fix it, unset it, or override it with --ports",
+        "REUSE_OPTIONS" => "fix it, unset it, or override it with --options",
+        "REUSE_PROTOCOLS" => "fix it, unset it, or override it with --protocols",
+        "REUSE_LOG" => "fix it, unset it, or override it with --log",
+        "REUSE_WAIT_MS" => "fix it, unset it, or override it with --wait",
+        "REUSE_TAKEOVER" => "set it to 0 or 1, unset it, or use --takeover",
+        "REUSE_HOLD" | "REUSE_HOLD_PORTS" => {
+            "these are set by `reuse run --hold` for the programs it runs: unset them, and use --hold"
+        }
+        _ => "fix it or unset it",
     }
 }
 
@@ -47,30 +51,41 @@ pub fn describe(e: &ConfigError<'_>) -> String {
     s.0
 }
 
-/// The configuration COMMAND will see: the flags, and the inherited variables they do not
-/// override. The library turns itself off on invalid configuration (it cannot refuse to let
-/// a program start); the command can, and does, before anything runs.
-fn effective_config(set: &[(&'static str, OsString)]) -> Result<Config, String> {
-    let values: Vec<(&str, OsString)> = config::VARIABLES
-        .iter()
-        .filter_map(|var| {
-            let flag = set.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone());
-            flag.or_else(|| std::env::var_os(var)).map(|v| (*var, v))
-        })
-        .collect();
-    let get = |k: &str| {
-        values
-            .iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.as_bytes())
-    };
+/// The environment as the program will get it: each name once, with its first value (the
+/// one getenv, and so the library, reads), and the variables in `set` in place of theirs.
+/// Passing the environment through std's Command as it is would keep the *last* of two
+/// entries of one name, so the command would check one value and the program see another.
+fn child_env(set: &[(&'static str, OsString)]) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if !out.iter().any(|(n, _)| *n == k) {
+            out.push((k, v));
+        }
+    }
+    for (k, v) in set {
+        match out.iter_mut().find(|(n, _)| n == k) {
+            Some(e) => e.1 = v.clone(),
+            None => out.push((OsString::from(k), v.clone())),
+        }
+    }
+    out
+}
+
+fn first_value<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsString> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// The configuration COMMAND will see, checked with the library's own parser. The library
+/// turns itself off on invalid configuration (it cannot refuse to let a program start); the
+/// command can, and does, before anything runs.
+fn effective_config(env: &[(OsString, OsString)]) -> Result<Config, String> {
     let mut cfg = Config::default();
-    config::read_into(&mut cfg, get).map_err(|e| {
+    config::read_into(&mut cfg, |k| first_value(env, k).map(|v| v.as_bytes())).map_err(|e| {
         format!(
-            "invalid {} in the environment: {}; fix it, unset it, or override it with {}",
+            "invalid {} in the environment: {}; {}",
             e.var,
             describe(&e),
-            flag_of(e.var)
+            fix_hint(e.var)
         )
     })?;
     Ok(cfg)
@@ -89,7 +104,7 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
                 Some(r)
             }
             Err(e) => {
-                eprintln!("reuse run: --hold: {e}");
+                say!("reuse run: --hold: {e}");
                 return 1;
             }
         }
@@ -98,59 +113,65 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
     };
     #[cfg(not(target_os = "linux"))]
     if req.set.iter().any(|(k, _)| *k == "REUSE_HOLD_PORTS") {
-        eprintln!("reuse run: --hold needs Linux (SOCK_SEQPACKET hand-over)");
+        say!("reuse run: --hold needs Linux (SOCK_SEQPACKET hand-over)");
         return 2;
     }
-    let cfg = match effective_config(&req.set) {
-        Ok(c) => c,
-        Err(msg) => {
-            eprintln!("reuse run: {msg}");
-            return 2;
-        }
-    };
     let lib = match lib_path::find(std::env::var_os("REUSE_LIB").as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("reuse run: {e}");
+            say!("reuse run: {e}");
             return 1;
         }
     };
+    let preload = lib_path::prepend(std::env::var_os(lib_path::PRELOAD_VAR).as_deref(), &lib);
+    req.set.push((lib_path::PRELOAD_VAR, preload));
+    let env = child_env(&req.set);
+    let cfg = match effective_config(&env) {
+        Ok(c) => c,
+        Err(msg) => {
+            say!("reuse run: {msg}");
+            return 2;
+        }
+    };
     let program = &req.command[0];
-    let path_var = std::env::var_os("PATH");
-    if cfg.log != Level::Off && cfg.log >= Level::Warn {
+    let path_var = first_value(&env, "PATH").cloned();
+    let speak = cfg.log != Level::Off && cfg.log >= Level::Warn;
+    if speak {
         for w in reach::check(program, path_var.as_deref()) {
-            eprintln!("reuse run: warning: {w}");
+            say!("reuse run: warning: {w}");
         }
     }
 
-    let preload = lib_path::prepend(std::env::var_os(lib_path::PRELOAD_VAR).as_deref(), &lib);
     let mut cmd = Command::new(program);
     cmd.args(&req.command[1..]);
-    cmd.env(lib_path::PRELOAD_VAR, preload);
-    for (k, v) in &req.set {
-        cmd.env(k, v);
-    }
+    cmd.env_clear();
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     #[cfg(target_os = "linux")]
     if let Some(r) = rendezvous {
-        let ports = cfg
-            .hold
-            .map(|h| h.ports)
-            .unwrap_or_else(config::PortSet::empty);
-        return crate::hold::supervise(cmd, r, cfg.options, ports, cfg.log >= Level::Info);
+        let asked = crate::hold::Asked {
+            options: cfg.options,
+            ports: cfg
+                .hold
+                .map(|h| h.ports)
+                .unwrap_or_else(config::PortSet::empty),
+            speak,
+            verbose: cfg.log >= Level::Info,
+        };
+        return crate::hold::supervise(cmd, r, asked);
     }
     let err = cmd.exec();
     let shown = String::from_utf8_lossy(program.as_bytes());
     match err.kind() {
         ErrorKind::NotFound => {
             if program.as_bytes().contains(&b'/') {
-                eprintln!("reuse run: {shown}: no such file");
+                say!("reuse run: {shown}: no such file");
             } else {
-                eprintln!("reuse run: {shown}: command not found (searched PATH)");
+                say!("reuse run: {shown}: command not found (searched PATH)");
             }
             127
         }
         _ => {
-            eprintln!("reuse run: {shown}: cannot run it: {err}");
+            say!("reuse run: {shown}: cannot run it: {err}");
             126
         }
     }

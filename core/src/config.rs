@@ -16,6 +16,8 @@
 
 use core::fmt;
 
+pub use crate::ports::{PortSet, MAX_RANGES};
+
 /// Upper bound of `REUSE_WAIT_MS`: an hour. A longer wait is a typo, not a plan.
 pub const MAX_WAIT_MS: u32 = 3_600_000;
 
@@ -34,131 +36,6 @@ pub const VARIABLES: [&str; 8] = [
 /// Longest path of a Unix socket (sun_path less its NUL).
 pub const HOLD_PATH_MAX: usize = 107;
 
-/// At most this many disjoint ranges in REUSE_PORTS (after merging overlaps).
-pub const MAX_RANGES: usize = 64;
-
-/// Which ports the library acts on: sorted, disjoint, non-adjacent ranges. Port 0 is never a
-/// member: binding to port 0 asks the kernel for a free ephemeral port, and there is nothing
-/// to reuse.
-///
-/// A short list rather than a 65536-bit map: the library builds one in every process it is
-/// loaded into, and 260 bytes cost nothing where 8 kB of map cost a measurable share of an
-/// exec of a small program.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PortSet {
-    ranges: [(u16, u16); MAX_RANGES],
-    len: u8,
-}
-
-impl PortSet {
-    /// Every port from 1 to 65535.
-    pub const fn all() -> Self {
-        let mut ranges = [(0, 0); MAX_RANGES];
-        ranges[0] = (1, 65535);
-        PortSet { ranges, len: 1 }
-    }
-
-    pub const fn empty() -> Self {
-        PortSet {
-            ranges: [(0, 0); MAX_RANGES],
-            len: 0,
-        }
-    }
-
-    #[inline]
-    pub fn contains(&self, port: u16) -> bool {
-        self.ranges[..self.len as usize]
-            .iter()
-            .any(|&(lo, hi)| lo <= port && port <= hi)
-    }
-
-    /// Adds `lo..=hi` (port 0 left out), merging with what touches it. False if the set
-    /// would need more than [`MAX_RANGES`] ranges.
-    pub fn insert_range(&mut self, lo: u16, hi: u16) -> bool {
-        let lo = lo.max(1);
-        if lo > hi {
-            return true;
-        }
-        let (mut lo, mut hi) = (lo as u32, hi as u32);
-        let mut out = [(0u16, 0u16); MAX_RANGES];
-        let mut n = 0usize;
-        let mut placed = false;
-        for &(a, b) in &self.ranges[..self.len as usize] {
-            let (a, b) = (a as u32, b as u32);
-            if b + 1 < lo {
-                out[n] = (a as u16, b as u16);
-                n += 1;
-            } else if hi + 1 < a {
-                if !placed {
-                    if n == MAX_RANGES {
-                        return false;
-                    }
-                    out[n] = (lo as u16, hi as u16);
-                    n += 1;
-                    placed = true;
-                }
-                if n == MAX_RANGES {
-                    return false;
-                }
-                out[n] = (a as u16, b as u16);
-                n += 1;
-            } else {
-                lo = lo.min(a);
-                hi = hi.max(b);
-            }
-        }
-        if !placed {
-            if n == MAX_RANGES {
-                return false;
-            }
-            out[n] = (lo as u16, hi as u16);
-            n += 1;
-        }
-        self.ranges = out;
-        self.len = n as u8;
-        true
-    }
-
-    pub fn is_all(&self) -> bool {
-        self.len == 1 && self.ranges[0] == (1, 65535)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The set as maximal ranges, in increasing order.
-    pub fn ranges(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
-        self.ranges[..self.len as usize].iter().copied()
-    }
-}
-
-impl fmt::Debug for PortSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PortSet({self})")
-    }
-}
-
-/// Canonical form: `*` for every port, else ranges joined by commas; parses back to the same set.
-impl fmt::Display for PortSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_all() {
-            return f.write_str("*");
-        }
-        for (i, (lo, hi)) in self.ranges().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            if lo == hi {
-                write!(f, "{lo}")?;
-            } else {
-                write!(f, "{lo}-{hi}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// What a chosen socket gets before its `bind()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Options {
@@ -173,6 +50,11 @@ pub struct Options {
 impl Options {
     pub const DEFAULT: Options = Options {
         addr: true,
+        port: false,
+        linger: None,
+    };
+    pub const NONE: Options = Options {
+        addr: false,
         port: false,
         linger: None,
     };
@@ -442,6 +324,36 @@ pub fn parse_ports(value: &[u8]) -> Result<PortSet, ConfigError<'_>> {
     Ok(set)
 }
 
+/// REUSE_HOLD_PORTS (`reuse run --hold`): single ports only. A held port's bind is answered
+/// with a listening socket, so `*` or a range would also catch a client socket that binds a
+/// port of its own before connecting, and hand it a listener; a server's ports are known.
+pub fn parse_hold_ports(value: &[u8]) -> Result<PortSet, ConfigError<'_>> {
+    let err = |part, why| ConfigError {
+        var: "REUSE_HOLD_PORTS",
+        part,
+        why,
+    };
+    let set = parse_ports(value).map_err(|e| ConfigError {
+        var: "REUSE_HOLD_PORTS",
+        ..e
+    })?;
+    for item in items(value) {
+        if item == b"*" {
+            return Err(err(
+                item,
+                "hold takes the server's ports one by one, not '*' (a held port's bind gets a listening socket, client sockets too)",
+            ));
+        }
+        if item.contains(&b'-') {
+            return Err(err(
+                item,
+                "hold takes the server's ports one by one, not ranges (a held port's bind gets a listening socket, client sockets too)",
+            ));
+        }
+    }
+    Ok(set)
+}
+
 pub fn parse_options(value: &[u8]) -> Result<Options, ConfigError<'_>> {
     let err = |part, why| ConfigError {
         var: "REUSE_OPTIONS",
@@ -612,10 +524,7 @@ pub fn read_into<'a>(
         (None, None) => {}
         (Some(p), Some(ports)) => {
             let (path, path_len) = parse_hold_path(p)?;
-            let ports = parse_ports(ports).map_err(|e| ConfigError {
-                var: "REUSE_HOLD_PORTS",
-                ..e
-            })?;
+            let ports = parse_hold_ports(ports)?;
             out.hold = Some(Hold {
                 path,
                 path_len,
@@ -838,6 +747,12 @@ mod tests {
             read_into(&mut c, env(b"/x", b"0")).unwrap_err().var,
             "REUSE_HOLD_PORTS"
         );
+        for bad in [&b"*"[..], b"8000-8010", b"80,9000-9001"] {
+            let e = read_into(&mut c, env(b"/x", bad)).unwrap_err();
+            assert_eq!(e.var, "REUSE_HOLD_PORTS", "{bad:?}");
+            assert!(e.why.contains("one by one"), "{}", e.why);
+        }
+        read_into(&mut c, env(b"/x", b"80, 443,8080")).unwrap();
         let long = [b'/'; 108];
         assert!(parse_hold_path(&long).is_err());
         let only = |k: &str| (k == "REUSE_HOLD").then_some(&b"/x"[..]);

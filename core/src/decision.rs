@@ -11,6 +11,26 @@ pub enum Transport {
     Other,
 }
 
+/// The `type` argument of `socket()`, without SOCK_NONBLOCK and SOCK_CLOEXEC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketType {
+    Stream,
+    Dgram,
+    Other,
+}
+
+/// The `protocol` argument of `socket()` (or SO_PROTOCOL) for an inet socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// 0: the family's default for the type (TCP for stream, UDP for datagram).
+    Default,
+    Tcp,
+    Udp,
+    /// Multipath TCP (IPPROTO_MPTCP): a TCP listener to every client, and TIME_WAIT alike.
+    Mptcp,
+    Other,
+}
+
 impl Transport {
     pub fn name(self) -> &'static str {
         match self {
@@ -20,22 +40,14 @@ impl Transport {
         }
     }
 
-    /// Classifies the arguments of `socket(domain, type, protocol)` for an inet domain.
-    /// `sock_type` is the base type with SOCK_NONBLOCK/SOCK_CLOEXEC already masked off.
-    pub fn classify(
-        sock_type: i32,
-        protocol: i32,
-        stream: i32,
-        dgram: i32,
-        ipproto_tcp: i32,
-        ipproto_udp: i32,
-    ) -> Transport {
-        if sock_type == stream && (protocol == 0 || protocol == ipproto_tcp) {
-            Transport::Tcp
-        } else if sock_type == dgram && (protocol == 0 || protocol == ipproto_udp) {
-            Transport::Udp
-        } else {
-            Transport::Other
+    /// What an inet socket of this type and protocol is, as far as the library cares.
+    pub fn classify(ty: SocketType, protocol: Protocol) -> Transport {
+        match (ty, protocol) {
+            (SocketType::Stream, Protocol::Default | Protocol::Tcp | Protocol::Mptcp) => {
+                Transport::Tcp
+            }
+            (SocketType::Dgram, Protocol::Default | Protocol::Udp) => Transport::Udp,
+            _ => Transport::Other,
         }
     }
 }
@@ -47,6 +59,9 @@ pub enum LeaveReason {
     PortNotListed,
     ProtocolNotListed,
     NotTcpOrUdp,
+    /// UDP without `port`: UDP leaves no TIME_WAIT, so SO_REUSEADDR gains a restart nothing,
+    /// and on Linux it would let a second live server bind the port and take its datagrams.
+    UdpWithoutPort,
 }
 
 impl LeaveReason {
@@ -56,6 +71,9 @@ impl LeaveReason {
             LeaveReason::PortNotListed => "port not in REUSE_PORTS",
             LeaveReason::ProtocolNotListed => "protocol not in REUSE_PROTOCOLS",
             LeaveReason::NotTcpOrUdp => "neither TCP nor UDP",
+            LeaveReason::UdpWithoutPort => {
+                "UDP gets only SO_REUSEPORT, and only when REUSE_OPTIONS has port (UDP leaves no TIME_WAIT, and SO_REUSEADDR would let a second live server take its datagrams)"
+            }
         }
     }
 }
@@ -80,6 +98,16 @@ pub fn port_wanted(cfg: &Config, port: u16) -> Result<(), LeaveReason> {
     }
 }
 
+/// Whether binds of this transport are the library's business at all (REUSE_PROTOCOLS):
+/// then a refused bind to a listed port is waited for and explained, options or not.
+pub fn in_scope(cfg: &Config, transport: Transport) -> bool {
+    match transport {
+        Transport::Tcp => cfg.protocols.tcp,
+        Transport::Udp => cfg.protocols.udp,
+        Transport::Other => false,
+    }
+}
+
 /// The options a bind of an inet socket of `transport` to `port` gets.
 pub fn decide(cfg: &Config, transport: Transport, port: u16) -> Decision {
     if let Err(why) = port_wanted(cfg, port) {
@@ -94,12 +122,48 @@ pub fn decide(cfg: &Config, transport: Transport, port: u16) -> Decision {
         return Decision::Leave(LeaveReason::ProtocolNotListed);
     }
     let mut options = cfg.options;
-    // SO_LINGER governs how a connection's close ends; a datagram socket has none, so
-    // setting it would only cost a system call.
     if transport == Transport::Udp {
+        // SO_LINGER governs how a connection's close ends; a datagram socket has none.
+        // SO_REUSEADDR passes no TIME_WAIT on UDP (there is none) but lets a second live
+        // socket bind the same address and port and take its datagrams: only the sharing
+        // the user asked for (`port`) is set.
         options.linger = None;
+        options.addr = false;
+        if !options.port {
+            return Decision::Leave(LeaveReason::UdpWithoutPort);
+        }
     }
     Decision::Apply(options)
+}
+
+impl Options {
+    /// Whether these options can turn an EADDRINUSE into a successful bind (SO_LINGER
+    /// cannot), so that a bind refused without them is worth one more try with them.
+    pub fn relax_bind(&self) -> bool {
+        self.addr || self.port
+    }
+}
+
+/// What the `bind()` hook does, all in one: answer from the held socket, set options, or
+/// leave the bind alone, and why. `transport` is None for a socket that is not inet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    Hold,
+    Set(Options),
+    Leave(LeaveReason),
+}
+
+pub fn plan(cfg: &Config, transport: Option<Transport>, port: u16) -> Plan {
+    let Some(t) = transport else {
+        return Plan::Leave(LeaveReason::NotTcpOrUdp);
+    };
+    if hold_wanted(cfg, t, port) {
+        return Plan::Hold;
+    }
+    match decide(cfg, t, port) {
+        Decision::Apply(o) => Plan::Set(o),
+        Decision::Leave(why) => Plan::Leave(why),
+    }
 }
 
 /// Whether a bind should be answered with a socket held by `reuse run --hold`: TCP, to a
@@ -168,7 +232,7 @@ mod tests {
         let Decision::Apply(o) = decide(&c, Transport::Udp, 53) else {
             panic!()
         };
-        assert_eq!((o.addr, o.port, o.linger), (true, true, None));
+        assert_eq!((o.addr, o.port, o.linger), (false, true, None));
         let Decision::Apply(o) = decide(&c, Transport::Tcp, 53) else {
             panic!()
         };
@@ -177,14 +241,50 @@ mod tests {
 
     #[test]
     fn classify_inet_types() {
-        let k = |t, p| Transport::classify(t, p, 1, 2, 6, 17);
-        assert_eq!(k(1, 0), Transport::Tcp);
-        assert_eq!(k(1, 6), Transport::Tcp);
-        assert_eq!(k(1, 132), Transport::Other); // SCTP
-        assert_eq!(k(2, 0), Transport::Udp);
-        assert_eq!(k(2, 17), Transport::Udp);
-        assert_eq!(k(3, 0), Transport::Other); // raw
-        assert_eq!(k(5, 0), Transport::Other); // seqpacket
+        use Protocol as P;
+        use SocketType as S;
+        let k = Transport::classify;
+        assert_eq!(k(S::Stream, P::Default), Transport::Tcp);
+        assert_eq!(k(S::Stream, P::Tcp), Transport::Tcp);
+        assert_eq!(k(S::Stream, P::Mptcp), Transport::Tcp);
+        assert_eq!(k(S::Stream, P::Other), Transport::Other); // SCTP
+        assert_eq!(k(S::Dgram, P::Default), Transport::Udp);
+        assert_eq!(k(S::Dgram, P::Udp), Transport::Udp);
+        assert_eq!(k(S::Dgram, P::Tcp), Transport::Other);
+        assert_eq!(k(S::Other, P::Default), Transport::Other); // raw, seqpacket
+    }
+
+    #[test]
+    fn udp_gets_port_only_and_only_when_asked() {
+        let c = cfg("*", "addr", "tcp,udp");
+        assert_eq!(
+            decide(&c, Transport::Udp, 53),
+            Decision::Leave(LeaveReason::UdpWithoutPort)
+        );
+        let c = cfg("*", "addr,port", "tcp,udp");
+        let Decision::Apply(o) = decide(&c, Transport::Udp, 53) else {
+            panic!()
+        };
+        assert_eq!((o.addr, o.port), (false, true));
+        assert!(o.relax_bind());
+        assert!(!parse_options(b"linger=0").unwrap().relax_bind());
+    }
+
+    #[test]
+    fn the_plan_puts_hold_first() {
+        let mut c = Config::default();
+        crate::config::read_into(&mut c, |k| match k {
+            "REUSE_HOLD" => Some(&b"/tmp/h"[..]),
+            "REUSE_HOLD_PORTS" => Some(&b"8000"[..]),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(plan(&c, Some(Transport::Tcp), 8000), Plan::Hold);
+        assert_eq!(
+            plan(&c, Some(Transport::Tcp), 8001),
+            Plan::Set(Options::DEFAULT)
+        );
+        assert_eq!(plan(&c, None, 8000), Plan::Leave(LeaveReason::NotTcpOrUdp));
     }
 
     proptest! {
@@ -194,10 +294,14 @@ mod tests {
             port: u16, udp_allowed: bool, is_udp: bool,
         ) {
             let text: std::vec::Vec<std::string::String> = list.iter().map(|p| std::format!("{p}")).collect();
-            let c = cfg(&text.join(","), "addr", if udp_allowed { "tcp,udp" } else { "tcp" });
+            let c = cfg(&text.join(","), "addr,port", if udp_allowed { "tcp,udp" } else { "tcp" });
             let t = if is_udp { Transport::Udp } else { Transport::Tcp };
-            let applied = matches!(decide(&c, t, port), Decision::Apply(_));
-            prop_assert_eq!(applied, port != 0 && list.contains(&port) && (!is_udp || udp_allowed));
+            let applied = decide(&c, t, port);
+            prop_assert_eq!(matches!(applied, Decision::Apply(_)), port != 0 && list.contains(&port) && (!is_udp || udp_allowed));
+            // UDP never gets SO_REUSEADDR: a second live server could take its datagrams.
+            if let (true, Decision::Apply(o)) = (is_udp, applied) {
+                prop_assert!(!o.addr && o.port && o.linger.is_none());
+            }
         }
     }
 }

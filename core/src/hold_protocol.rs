@@ -1,17 +1,22 @@
 //! Hold mode's hand-over messages, between the library (in a server that binds a held port)
-//! and the `reuse` command that keeps the listening socket.
+//! and the `reuse` command that keeps the listening sockets.
 //!
-//! One request, one reply, each a fixed-size datagram on a Unix SOCK_SEQPACKET connection;
-//! a successful reply carries the listening socket as SCM_RIGHTS. Fixed sizes and plain
-//! bytes: the library builds and reads them without allocating.
+//! On one Unix SOCK_SEQPACKET connection: the library asks (`Ask`), the command answers
+//! (`Reply`, with the listening socket as SCM_RIGHTS when the answer is `Socket`), and after a
+//! socket came the library says whether it put it in place (`Installed` or `NotInstalled`).
+//! Until then the command counts the socket as taken, so a second instance asking in the
+//! same instant is not handed it too. Fixed sizes and plain bytes: the library builds and
+//! reads them without allocating.
 
-use crate::line::Endpoint;
+use crate::endpoint::Endpoint;
 
-const MAGIC: [u8; 4] = *b"RUH1";
-pub const REQUEST_LEN: usize = 40;
-pub const REPLY_LEN: usize = 8;
+const MAGIC: [u8; 4] = *b"RUH2";
+/// Every message from the library is this long.
+pub const MESSAGE_LEN: usize = 32;
+/// Every reply from the command is this long.
+pub const REPLY_LEN: usize = 12;
 
-/// "Give me a listening TCP socket bound to this address."
+/// "Give me the listening TCP socket bound to this address."
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     pub endpoint: Endpoint,
@@ -19,65 +24,164 @@ pub struct Request {
     pub v6only: bool,
     /// sin6_scope_id, for link-local v6 addresses.
     pub scope_id: u32,
-    /// The asking process, for the command's log.
-    pub pid: i32,
 }
 
 impl Request {
-    pub fn encode(&self) -> [u8; REQUEST_LEN] {
-        let mut b = [0u8; REQUEST_LEN];
-        b[..4].copy_from_slice(&MAGIC);
-        let (v6, addr, port) = match self.endpoint {
-            Endpoint::V4(a, p) => {
-                let mut x = [0u8; 16];
-                x[..4].copy_from_slice(&a);
-                (0u8, x, p)
+    /// Whether two requests name the same socket: the kernel would refuse the second bind
+    /// of these while the first exists, and reuse hands over the same socket.
+    pub fn key(&self) -> (Endpoint, bool, u32) {
+        let v6only = self.endpoint.is_v6() && self.v6only;
+        (self.endpoint, v6only, self.scope_id)
+    }
+}
+
+/// What the library sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message {
+    Ask(Request),
+    /// The socket that came is now the server's.
+    Installed,
+    /// The socket that came was refused or could not be put in place; the server binds
+    /// without it.
+    NotInstalled,
+}
+
+const ASK: u8 = b'Q';
+const INSTALLED: u8 = b'I';
+const NOT_INSTALLED: u8 = b'N';
+
+impl Message {
+    pub fn encode(&self) -> [u8; MESSAGE_LEN] {
+        let mut b = [0u8; MESSAGE_LEN];
+        let (head, body) = b.split_at_mut(5);
+        head[..4].copy_from_slice(&MAGIC);
+        match self {
+            Message::Ask(r) => {
+                head[4] = ASK;
+                let (v6, addr, port) = match r.endpoint {
+                    Endpoint::V4(a, p) => {
+                        let mut x = [0u8; 16];
+                        for (d, s) in x.iter_mut().zip(a) {
+                            *d = s;
+                        }
+                        (0u8, x, p)
+                    }
+                    Endpoint::V6(a, p) => (1u8, a, p),
+                };
+                let fields: [&[u8]; 5] = [
+                    &[v6],
+                    &[u8::from(r.v6only)],
+                    &port.to_be_bytes(),
+                    &addr,
+                    &r.scope_id.to_be_bytes(),
+                ];
+                let mut at = body.iter_mut();
+                for byte in fields.iter().flat_map(|f| f.iter()) {
+                    if let Some(d) = at.next() {
+                        *d = *byte;
+                    }
+                }
             }
-            Endpoint::V6(a, p) => (1u8, a, p),
-        };
-        b[4] = v6;
-        b[5] = self.v6only as u8;
-        b[6..8].copy_from_slice(&port.to_be_bytes());
-        b[8..24].copy_from_slice(&addr);
-        b[24..28].copy_from_slice(&self.scope_id.to_be_bytes());
-        b[28..32].copy_from_slice(&self.pid.to_be_bytes());
+            Message::Installed => head[4] = INSTALLED,
+            Message::NotInstalled => head[4] = NOT_INSTALLED,
+        }
         b
     }
 
-    pub fn decode(b: &[u8]) -> Option<Request> {
-        if b.len() != REQUEST_LEN || b[..4] != MAGIC || b[4] > 1 || b[5] > 1 {
+    pub fn decode(b: &[u8]) -> Option<Message> {
+        let b: &[u8; MESSAGE_LEN] = b.try_into().ok()?;
+        let [m0, m1, m2, m3, kind, v6, v6only, p0, p1, rest @ ..] = *b;
+        if [m0, m1, m2, m3] != MAGIC {
             return None;
         }
-        let port = u16::from_be_bytes([b[6], b[7]]);
-        let mut addr = [0u8; 16];
-        addr.copy_from_slice(&b[8..24]);
-        let endpoint = if b[4] == 0 {
-            Endpoint::V4([addr[0], addr[1], addr[2], addr[3]], port)
-        } else {
-            Endpoint::V6(addr, port)
+        let ack = |m| {
+            let body = [v6, v6only, p0, p1];
+            (body.iter().chain(rest.iter()).all(|z| *z == 0)).then_some(m)
         };
-        Some(Request {
+        match kind {
+            INSTALLED => return ack(Message::Installed),
+            NOT_INSTALLED => return ack(Message::NotInstalled),
+            ASK => {}
+            _ => return None,
+        }
+        if v6 > 1 || v6only > 1 {
+            return None;
+        }
+        let (addr, rest) = rest.split_first_chunk::<16>()?;
+        let (scope, reserved) = rest.split_first_chunk::<4>()?;
+        if reserved.iter().any(|z| *z != 0) {
+            return None;
+        }
+        let port = u16::from_be_bytes([p0, p1]);
+        let endpoint = if v6 == 0 {
+            let (a4, zeros) = addr.split_first_chunk::<4>()?;
+            if zeros.iter().any(|z| *z != 0) {
+                return None;
+            }
+            Endpoint::V4(*a4, port)
+        } else {
+            Endpoint::V6(*addr, port)
+        };
+        Some(Message::Ask(Request {
             endpoint,
-            v6only: b[5] == 1,
-            scope_id: u32::from_be_bytes([b[24], b[25], b[26], b[27]]),
-            pid: i32::from_be_bytes([b[28], b[29], b[30], b[31]]),
-        })
+            v6only: v6only == 1,
+            scope_id: u32::from_be_bytes(*scope),
+        }))
     }
 }
 
-/// The reply: 0 and a socket, or the errno the command's own bind failed with.
-pub fn encode_reply(errno: i32) -> [u8; REPLY_LEN] {
-    let mut b = [0u8; REPLY_LEN];
-    b[..4].copy_from_slice(&MAGIC);
-    b[4..].copy_from_slice(&errno.to_be_bytes());
-    b
+/// The command's answer to an `Ask`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The listening socket comes with this reply.
+    Socket,
+    /// The bind fails with this errno, as it would have without reuse (EADDRINUSE while
+    /// another live instance has the socket, or the command's own bind failed).
+    Fail(i32),
+    /// Bind a socket of your own: another live instance has the held socket and sharing was
+    /// asked for (`--options port`), so this one joins the port's SO_REUSEPORT group.
+    BindYourself,
+    /// This port is not one the command holds.
+    NotHeld,
+    /// The command serves only its own user (and root); this peer is neither.
+    NotYourUser,
 }
 
-pub fn decode_reply(b: &[u8]) -> Option<i32> {
-    if b.len() != REPLY_LEN || b[..4] != MAGIC {
-        return None;
+impl Reply {
+    pub fn encode(&self) -> [u8; REPLY_LEN] {
+        let (code, errno) = match *self {
+            Reply::Socket => (0u8, 0),
+            Reply::Fail(e) => (1, e),
+            Reply::BindYourself => (2, 0),
+            Reply::NotHeld => (3, 0),
+            Reply::NotYourUser => (4, 0),
+        };
+        let mut b = [0u8; REPLY_LEN];
+        let (head, tail) = b.split_at_mut(8);
+        head[..4].copy_from_slice(&MAGIC);
+        head[4] = code;
+        tail.copy_from_slice(&errno.to_be_bytes());
+        b
     }
-    Some(i32::from_be_bytes([b[4], b[5], b[6], b[7]]))
+
+    pub fn decode(b: &[u8]) -> Option<Reply> {
+        let b: &[u8; REPLY_LEN] = b.try_into().ok()?;
+        let [m0, m1, m2, m3, code, 0, 0, 0, e0, e1, e2, e3] = *b else {
+            return None;
+        };
+        if [m0, m1, m2, m3] != MAGIC {
+            return None;
+        }
+        let errno = i32::from_be_bytes([e0, e1, e2, e3]);
+        match (code, errno) {
+            (0, 0) => Some(Reply::Socket),
+            (1, e) if e > 0 => Some(Reply::Fail(e)),
+            (2, 0) => Some(Reply::BindYourself),
+            (3, 0) => Some(Reply::NotHeld),
+            (4, 0) => Some(Reply::NotYourUser),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -85,23 +189,58 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn reply() -> impl Strategy<Value = Reply> {
+        prop_oneof![
+            Just(Reply::Socket),
+            (1i32..).prop_map(Reply::Fail),
+            Just(Reply::BindYourself),
+            Just(Reply::NotHeld),
+            Just(Reply::NotYourUser),
+        ]
+    }
+
     proptest! {
         #[test]
-        fn requests_round_trip(v6: bool, a: [u8; 16], port: u16, v6only: bool, scope_id: u32, pid: i32) {
+        fn requests_round_trip(v6: bool, a: [u8; 16], port: u16, v6only: bool, scope_id: u32) {
             let endpoint = if v6 { Endpoint::V6(a, port) } else { Endpoint::V4([a[0], a[1], a[2], a[3]], port) };
-            let r = Request { endpoint, v6only, scope_id, pid };
-            prop_assert_eq!(Request::decode(&r.encode()), Some(r));
+            let m = Message::Ask(Request { endpoint, v6only, scope_id });
+            prop_assert_eq!(Message::decode(&m.encode()), Some(m));
         }
 
         #[test]
-        fn garbage_is_refused_not_panicked_on(b in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = Request::decode(&b);
-            let _ = decode_reply(&b);
+        fn acks_round_trip(installed: bool) {
+            let m = if installed { Message::Installed } else { Message::NotInstalled };
+            prop_assert_eq!(Message::decode(&m.encode()), Some(m));
         }
 
         #[test]
-        fn replies_round_trip(e: i32) {
-            prop_assert_eq!(decode_reply(&encode_reply(e)), Some(e));
+        fn replies_round_trip(r in reply()) {
+            prop_assert_eq!(Reply::decode(&r.encode()), Some(r));
         }
+
+        /// Whatever a peer sends, decoding refuses it or gives a message that encodes back
+        /// to exactly those bytes: nothing is half-read.
+        #[test]
+        fn garbage_is_refused_or_read_exactly(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(m) = Message::decode(&b) {
+                prop_assert_eq!(&m.encode()[..], &b[..]);
+            }
+            if let Some(r) = Reply::decode(&b) {
+                prop_assert_eq!(&r.encode()[..], &b[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_v4_request_with_bytes_in_the_v6_part_is_refused() {
+        let m = Message::Ask(Request {
+            endpoint: Endpoint::V4([127, 0, 0, 1], 80),
+            v6only: false,
+            scope_id: 0,
+        });
+        let mut b = m.encode();
+        b[20] = 1;
+        assert_eq!(Message::decode(&b), None);
+        assert_eq!(Message::decode(&b[..31]), None);
     }
 }

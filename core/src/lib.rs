@@ -7,6 +7,9 @@
 
 pub mod config;
 pub mod decision;
+pub mod endpoint;
 pub mod hold_protocol;
+pub mod in_use;
 pub mod line;
+pub mod ports;
 pub mod proc_net;

@@ -2,7 +2,6 @@
 //! whole line keeps lines from several processes or threads from interleaving.
 
 use core::fmt;
-use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Longest line written; longer text is cut and ends in `...`.
 pub const LINE_MAX: usize = 480;
@@ -37,10 +36,6 @@ impl Line {
         self.buf[self.len] = b'\n';
         &self.buf[..self.len + 1]
     }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
 }
 
 impl fmt::Write for Line {
@@ -58,33 +53,10 @@ impl fmt::Write for Line {
 
 pub use core::fmt::Write;
 
-/// An inet address and port as a bind saw it, printed `127.0.0.1:8000` or `[::1]:8000`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    V4([u8; 4], u16),
-    V6([u8; 16], u16),
-}
-
-impl Endpoint {
-    pub fn port(&self) -> u16 {
-        match self {
-            Endpoint::V4(_, p) | Endpoint::V6(_, p) => *p,
-        }
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::V4(a, p) => write!(f, "{}:{p}", Ipv4Addr::from(*a)),
-            Endpoint::V6(a, p) => write!(f, "[{}]:{p}", Ipv6Addr::from(*a)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::Endpoint;
     extern crate std;
 
     #[test]

@@ -1,14 +1,14 @@
-//! The kernel's TCP socket tables (`/proc/net/tcp`, `/proc/net/tcp6`), read line by line
-//! without allocating, and summed up for one port: who listens, and how many TIME_WAIT
-//! sockets are left and for how long.
+//! The kernel's socket tables (`/proc/net/tcp`, `tcp6`, `udp`, `udp6`; one format), read
+//! line by line without allocating, and summed up for one port: who listens (TCP) or is
+//! bound (UDP), and how many TIME_WAIT sockets are left and for how long.
 //!
 //! Both the library (after a bind failed with EADDRINUSE) and `reuse doctor` use this, so
 //! the two always tell the same story.
 
-use crate::line::Endpoint;
+use crate::decision::Transport;
+use crate::endpoint::Endpoint;
 
 /// TCP states as the kernel numbers them in these tables.
-pub const TCP_ESTABLISHED: u8 = 0x01;
 pub const TCP_TIME_WAIT: u8 = 0x06;
 pub const TCP_LISTEN: u8 = 0x0A;
 
@@ -162,11 +162,18 @@ pub struct PortSummary {
 }
 
 impl PortSummary {
-    pub fn add(&mut self, e: &TcpEntry, wanted: &Endpoint) {
+    /// Counts `e`, a line of the table of `transport`, if it stands in the way of `wanted`.
+    /// For UDP every bound socket holds its port (there is no listening state).
+    pub fn add(&mut self, e: &TcpEntry, wanted: &Endpoint, transport: Transport) {
         if !overlaps(&e.local, wanted) {
             return;
         }
-        match e.state {
+        let state = if transport == Transport::Udp {
+            TCP_LISTEN
+        } else {
+            e.state
+        };
+        match state {
             TCP_LISTEN => {
                 if let Some(slot) = self.listeners.get_mut(self.listener_count as usize) {
                     *slot = (e.inode, e.uid);
@@ -236,10 +243,23 @@ mod tests {
     fn summary_counts_and_rounds_up() {
         let mut s = PortSummary::default();
         let want = Endpoint::V4([0; 4], 8000);
-        s.add(&parse_line(LISTEN_V4).unwrap(), &want);
-        s.add(&parse_line(TW_V4).unwrap(), &want);
+        s.add(&parse_line(LISTEN_V4).unwrap(), &want, Transport::Tcp);
+        s.add(&parse_line(TW_V4).unwrap(), &want, Transport::Tcp);
         assert_eq!(s.listener_inodes(), &[(123456, 1000)]);
         assert_eq!((s.time_wait, s.time_wait_seconds()), (1, 40));
+    }
+
+    #[test]
+    fn every_bound_udp_socket_holds_its_port() {
+        // /proc/net/udp: an unconnected bound socket is in state 07.
+        let udp = b"  120: 0100007F:1F40 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 5555 2 0000000000000000 0";
+        let e = parse_line(udp).unwrap();
+        let mut s = PortSummary::default();
+        s.add(&e, &Endpoint::V4([0; 4], 8000), Transport::Udp);
+        assert_eq!(s.listener_inodes(), &[(5555, 1000)]);
+        let mut t = PortSummary::default();
+        t.add(&e, &Endpoint::V4([0; 4], 8000), Transport::Tcp);
+        assert_eq!((t.listener_count, t.other), (0, 1));
     }
 
     proptest::proptest! {

@@ -1,0 +1,214 @@
+//! An inet address and port, and how one is read out of the `sockaddr` bytes a program hands
+//! to `bind()`.
+//!
+//! The decoder works on a byte slice the caller has already proved readable: the library
+//! reads the caller's address only after the kernel accepted it (or after copying it with a
+//! system call that fails cleanly on a bad pointer), and never beyond the length given.
+
+use core::fmt;
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+/// An inet address and port as a bind saw it, printed `127.0.0.1:8000` or `[::1]:8000`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    V4([u8; 4], u16),
+    V6([u8; 16], u16),
+}
+
+impl Endpoint {
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::V4(_, p) | Endpoint::V6(_, p) => *p,
+        }
+    }
+
+    pub fn is_v6(&self) -> bool {
+        matches!(self, Endpoint::V6(..))
+    }
+
+    /// The wildcard address (0.0.0.0 or ::).
+    pub fn is_any(&self) -> bool {
+        match self {
+            Endpoint::V4(a, _) => *a == [0; 4],
+            Endpoint::V6(a, _) => *a == [0; 16],
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::V4(a, p) => write!(f, "{}:{p}", Ipv4Addr::from(*a)),
+            Endpoint::V6(a, p) => write!(f, "[{}]:{p}", Ipv6Addr::from(*a)),
+        }
+    }
+}
+
+/// How a platform lays out the start of a `sockaddr`, and its family numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockaddrAbi {
+    /// BSD and macOS: a length byte, then a one-byte family. Linux: a two-byte family in the
+    /// machine's byte order.
+    pub len_byte: bool,
+    pub af_unspec: u16,
+    pub af_inet: u16,
+    pub af_inet6: u16,
+}
+
+impl SockaddrAbi {
+    pub const LINUX: SockaddrAbi = SockaddrAbi {
+        len_byte: false,
+        af_unspec: 0,
+        af_inet: 2,
+        af_inet6: 10,
+    };
+    pub const BSD: SockaddrAbi = SockaddrAbi {
+        len_byte: true,
+        af_unspec: 0,
+        af_inet: 2,
+        af_inet6: 30,
+    };
+}
+
+/// Size of `sockaddr_in`, the shortest inet address a bind takes.
+pub const SIN_LEN: usize = 16;
+/// RFC 2133's `sockaddr_in6`, without `sin6_scope_id`: the shortest IPv6 address Linux takes.
+pub const SIN6_LEN_RFC2133: usize = 24;
+/// `sockaddr_in6` with its scope id.
+pub const SIN6_LEN: usize = 28;
+/// The most bytes of an address the decoder ever looks at.
+pub const DECODED_MAX: usize = SIN6_LEN;
+
+/// What a bind asks for: the endpoint, and the IPv6 scope id (0 when the address is too
+/// short to carry one, as the kernel takes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindAddress {
+    pub endpoint: Endpoint,
+    pub scope_id: u32,
+}
+
+fn array<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+/// Reads an inet address out of `bytes` (exactly the length the program passed), as the
+/// kernel would take it for a bind: None for anything else (Unix, too short, unknown family).
+///
+/// `unspec_is_v4`: Linux takes `AF_UNSPEC` with `INADDR_ANY` as `0.0.0.0` on an AF_INET
+/// socket (a compatibility rule of its own); the caller says whether the socket is one.
+pub fn decode(bytes: &[u8], abi: SockaddrAbi, unspec_is_v4: bool) -> Option<BindAddress> {
+    let family = if abi.len_byte {
+        u16::from(*bytes.get(1)?)
+    } else {
+        u16::from_ne_bytes(array(bytes, 0)?)
+    };
+    let port = u16::from_be_bytes(array(bytes, 2)?);
+    let v4 = |bytes: &[u8]| -> Option<[u8; 4]> {
+        if bytes.len() < SIN_LEN {
+            return None;
+        }
+        array(bytes, 4)
+    };
+    if family == abi.af_inet {
+        return Some(BindAddress {
+            endpoint: Endpoint::V4(v4(bytes)?, port),
+            scope_id: 0,
+        });
+    }
+    if family == abi.af_unspec && unspec_is_v4 && !abi.len_byte {
+        let a = v4(bytes)?;
+        return (a == [0; 4]).then_some(BindAddress {
+            endpoint: Endpoint::V4(a, port),
+            scope_id: 0,
+        });
+    }
+    if family == abi.af_inet6 && bytes.len() >= SIN6_LEN_RFC2133 {
+        let scope_id = if bytes.len() >= SIN6_LEN {
+            u32::from_ne_bytes(array(bytes, 24)?)
+        } else {
+            0
+        };
+        return Some(BindAddress {
+            endpoint: Endpoint::V6(array(bytes, 8)?, port),
+            scope_id,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use proptest::prelude::*;
+
+    fn sin(family: u16, port: u16, addr: [u8; 4]) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..2].copy_from_slice(&family.to_ne_bytes());
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&addr);
+        b
+    }
+
+    fn sin6(port: u16, last: u8, scope: u32) -> [u8; 28] {
+        let mut b = [0u8; 28];
+        b[..2].copy_from_slice(&10u16.to_ne_bytes());
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[23] = last;
+        b[24..].copy_from_slice(&scope.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn v4_needs_the_whole_sockaddr_in() {
+        let b = sin(2, 8000, [127, 0, 0, 1]);
+        let a = decode(&b, SockaddrAbi::LINUX, false).unwrap();
+        assert_eq!(a.endpoint, Endpoint::V4([127, 0, 0, 1], 8000));
+        assert_eq!(std::format!("{}", a.endpoint), "127.0.0.1:8000");
+        assert!(decode(&b[..15], SockaddrAbi::LINUX, false).is_none());
+        assert!(decode(&[], SockaddrAbi::LINUX, false).is_none());
+    }
+
+    #[test]
+    fn ipv6_of_either_length() {
+        let b = sin6(9, 1, 7);
+        let full = decode(&b, SockaddrAbi::LINUX, false).unwrap();
+        assert_eq!(std::format!("{}", full.endpoint), "[::1]:9");
+        assert_eq!(full.scope_id, 7);
+        let short = decode(&b[..24], SockaddrAbi::LINUX, false).unwrap();
+        assert_eq!((short.endpoint, short.scope_id), (full.endpoint, 0));
+        assert!(decode(&b[..23], SockaddrAbi::LINUX, false).is_none());
+    }
+
+    #[test]
+    fn unspec_is_the_v4_wildcard_only_on_a_v4_socket() {
+        let any = sin(0, 80, [0; 4]);
+        assert_eq!(
+            decode(&any, SockaddrAbi::LINUX, true).unwrap().endpoint,
+            Endpoint::V4([0; 4], 80)
+        );
+        assert!(decode(&any, SockaddrAbi::LINUX, false).is_none());
+        assert!(decode(&sin(0, 80, [127, 0, 0, 1]), SockaddrAbi::LINUX, true).is_none());
+        assert!(decode(&sin(1, 80, [0; 4]), SockaddrAbi::LINUX, true).is_none());
+    }
+
+    #[test]
+    fn bsd_layout() {
+        let mut b = [0u8; 16];
+        b[0] = 16;
+        b[1] = 2;
+        b[2..4].copy_from_slice(&443u16.to_be_bytes());
+        let a = decode(&b, SockaddrAbi::BSD, false).unwrap();
+        assert_eq!(a.endpoint, Endpoint::V4([0; 4], 443));
+    }
+
+    proptest! {
+        #[test]
+        fn never_reads_past_the_length(b in proptest::collection::vec(any::<u8>(), 0..256), unspec: bool) {
+            if let Some(a) = decode(&b, SockaddrAbi::LINUX, unspec) {
+                let need = if a.endpoint.is_v6() { SIN6_LEN_RFC2133 } else { SIN_LEN };
+                prop_assert!(b.len() >= need);
+            }
+        }
+    }
+}

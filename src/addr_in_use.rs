@@ -1,0 +1,222 @@
+//! After a bind to a chosen port failed with EADDRINUSE: wait the holder out
+//! (`REUSE_WAIT_MS`), optionally stop a leftover instance of the same program
+//! (`REUSE_TAKEOVER`), and say in one line who holds the port, so nobody needs lsof. Also the
+//! line that announces SO_REUSEPORT sharing.
+//!
+//! The words and the rules are `reuse_core::in_use`; this file gathers the facts from /proc
+//! and acts.
+
+use libc::c_int;
+use reuse_core::config::{Config, Level};
+use reuse_core::decision::Transport;
+use reuse_core::endpoint::Endpoint;
+use reuse_core::in_use::{self, Cause, Holder};
+use reuse_core::line::Write;
+
+use crate::procfs::{self, Ancestry};
+use crate::{report, sys};
+
+/// One more try at the bind (the real call, or asking `reuse run --hold` again): its result
+/// and errno.
+pub type Attempt<'a> = &'a mut dyn FnMut() -> (c_int, c_int);
+
+/// What the failed bind was.
+pub struct Failed<'a> {
+    pub ep: &'a Endpoint,
+    pub transport: Transport,
+    /// Whether the bind had SO_REUSEADDR (which decides what TIME_WAIT means).
+    pub had_addr: bool,
+    /// Processes that hold the port for this one and are not the ones to name or stop: the
+    /// `reuse run --hold` command.
+    pub skip: &'a [i32],
+}
+
+/// Retries until the bind succeeds, fails otherwise, `wait_ms` has passed, or a signal
+/// arrives: 2 ms at first, doubling to 100 ms, so a holder that lets go is noticed quickly
+/// without spinning. The last result.
+fn retry(attempt: Attempt<'_>, wait_ms: u64) -> (c_int, c_int) {
+    let deadline = sys::monotonic_ms() + wait_ms;
+    let mut pause = 2u64;
+    let mut last = (-1, libc::EADDRINUSE);
+    while sys::monotonic_ms() < deadline {
+        let left = deadline.saturating_sub(sys::monotonic_ms());
+        if !sys::sleep_ms(pause.min(left).max(1)) {
+            break;
+        }
+        pause = (pause * 2).min(100);
+        last = attempt();
+        if last.0 == 0 || last.1 != libc::EADDRINUSE {
+            break;
+        }
+    }
+    last
+}
+
+/// Writes the one line about the first live holder (named when visible), or about TIME_WAIT.
+fn with_cause(f: &Failed<'_>, write: impl FnOnce(&Cause<'_>)) {
+    let summary = procfs::summarize(f.ep, f.transport);
+    let owner = summary
+        .listener_inodes()
+        .first()
+        .and_then(|&(inode, _)| procfs::owner_of(inode, f.skip));
+    let holder = owner.as_ref().map(|o| Holder {
+        pid: o.pid,
+        program: o.name(),
+    });
+    write(&Cause::of(&summary, f.transport, f.had_addr, holder));
+}
+
+/// The bind failed with EADDRINUSE: wait, take over, explain. Returns the final result and
+/// errno of the bind, which the hook hands to the program.
+pub fn after(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> (c_int, c_int) {
+    let mut result = (-1, libc::EADDRINUSE);
+    if cfg.wait_ms > 0 {
+        if report::logs(Level::Warn) {
+            with_cause(f, |cause| {
+                report::at(Level::Warn, |l| {
+                    in_use::write_waiting(l, f.ep, cause, cfg.wait_ms)
+                })
+            });
+        }
+        let t0 = sys::monotonic_ms();
+        result = retry(&mut *attempt, cfg.wait_ms as u64);
+        if result.0 == 0 {
+            let took = sys::monotonic_ms().saturating_sub(t0);
+            report::at(Level::Info, |l| {
+                write!(
+                    l,
+                    "{}: bound after waiting {took} ms for the port's holder",
+                    f.ep
+                )
+            });
+            return result;
+        }
+    }
+    if result.1 != libc::EADDRINUSE {
+        return result;
+    }
+    if cfg.takeover {
+        if let Some(r) = take_over(cfg, f, attempt) {
+            return r;
+        }
+    }
+    if report::logs(Level::Warn) {
+        with_cause(f, |cause| {
+            report::at(Level::Warn, |l| {
+                in_use::write_failure(l, f.ep, cause, cfg.wait_ms, cfg.takeover)
+            })
+        });
+    }
+    result
+}
+
+/// With REUSE_TAKEOVER=1 and no REUSE_WAIT_MS, how long a stopped holder has to exit.
+const TAKEOVER_GRACE_MS: u64 = 3000;
+
+fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_int, c_int)> {
+    let ep = f.ep;
+    let me = sys::getpid();
+    let my_uid = sys::getuid();
+    let summary = procfs::summarize(ep, f.transport);
+    let mine = Ancestry::of(me);
+    let mut skip = [me; 4];
+    for (d, s) in skip.iter_mut().skip(1).zip(f.skip) {
+        *d = *s;
+    }
+    for &(inode, uid) in summary.listener_inodes() {
+        let Some(owner) = procfs::owner_of(inode, &skip) else {
+            continue;
+        };
+        let theirs = Ancestry::of(owner.pid);
+        let refusal = if uid != my_uid {
+            Some(in_use::Refusal::AnotherUser)
+        } else if let (Some(m), Some(t)) = (&mine, &theirs) {
+            let mine = m.lineage(me);
+            let forked = mine
+                .ancestors
+                .first()
+                .is_some_and(|&parent| procfs::same_program(parent).is_ok());
+            in_use::kinship(&mine, &t.lineage(owner.pid), forked)
+                .or_else(|| procfs::same_program(owner.pid).err())
+        } else {
+            // A process that cannot be placed in the tree is not stopped.
+            Some(in_use::Refusal::AnotherProgram)
+        };
+        if let Some(why) = refusal {
+            report::at(Level::Warn, |l| {
+                write!(
+                    l,
+                    "{ep}: not taking over from PID {} ({}): {}",
+                    owner.pid,
+                    owner.name(),
+                    why.text()
+                )
+            });
+            continue;
+        }
+        report::at(Level::Warn, |l| {
+            write!(
+                l,
+                "{ep}: taking over: stopping PID {} ({}), an earlier instance of this program still listening (REUSE_TAKEOVER=1)",
+                owner.pid,
+                owner.name()
+            )
+        });
+        // What matters is the port, not the process: bind as soon as it is released (a
+        // zombie or a slow exit handler no longer holds it), SIGKILL only if it is not.
+        let grace = if cfg.wait_ms > 0 {
+            cfg.wait_ms as u64
+        } else {
+            TAKEOVER_GRACE_MS
+        };
+        sys::kill(owner.pid, libc::SIGTERM);
+        let mut r = retry(&mut *attempt, grace);
+        // The PID may have exited and been reused while we waited: SIGKILL only the process
+        // that still holds this very socket.
+        if r.0 != 0
+            && r.1 == libc::EADDRINUSE
+            && procfs::owner_of(inode, &skip).is_some_and(|o| o.pid == owner.pid)
+        {
+            report::at(Level::Warn, |l| {
+                write!(
+                    l,
+                    "{ep}: PID {} still holds the port after {grace} ms: SIGKILL",
+                    owner.pid
+                )
+            });
+            sys::kill(owner.pid, libc::SIGKILL);
+            r = retry(attempt, 1000);
+        }
+        if r.0 == 0 {
+            report::at(Level::Info, |l| write!(l, "{ep}: bound after taking over"));
+        }
+        return Some(r);
+    }
+    None
+}
+
+/// After a bind that needed SO_REUSEPORT to succeed: another process's live socket is on the
+/// port, the two now split its connections (or datagrams), and the user should know.
+pub fn announce_sharing(ep: &Endpoint, transport: Transport, also_skip: i32) {
+    let s = procfs::summarize(ep, transport);
+    let skip = [sys::getpid(), also_skip];
+    for &(inode, _) in s.listener_inodes() {
+        if let Some(o) = procfs::owner_of(inode, &skip) {
+            let what = if transport == Transport::Udp {
+                "datagrams"
+            } else {
+                "connections"
+            };
+            report::at(Level::Warn, |l| {
+                write!(
+                    l,
+                    "{ep} {}: SO_REUSEPORT: now sharing this port with PID {} ({}); {what} are split between the two",
+                    transport.name(),
+                    o.pid,
+                    o.name()
+                )
+            });
+            return;
+        }
+    }
+}

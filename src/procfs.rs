@@ -1,0 +1,378 @@
+//! Reading /proc without allocating: the socket tables, which process holds a socket, and
+//! where a process stands in the process tree. Only on failure paths (a bind refused with
+//! EADDRINUSE) and after SO_REUSEPORT sharing; raw system calls into stack buffers.
+
+use core::ffi::CStr;
+
+use reuse_core::decision::Transport;
+use reuse_core::endpoint::Endpoint;
+use reuse_core::in_use::{self, Lineage, Stat};
+use reuse_core::proc_net::{self, PortSummary};
+
+use crate::{real, sys};
+
+/// Reads a file line by line through a fixed buffer; lines longer than it are skipped.
+fn for_each_line(path: &CStr, mut f: impl FnMut(&[u8])) -> bool {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    let mut have = 0usize;
+    // Bounded: the socket tables of a busy host run to a few MB at most.
+    for _ in 0..16384 {
+        let Some(room) = buf.get_mut(have..) else {
+            break;
+        };
+        // SAFETY: writes at most room.len() bytes into room.
+        let n = unsafe { sys::read(fd, room.as_mut_ptr().cast(), room.len()) };
+        if n <= 0 {
+            if let Some(last) = buf.get(..have).filter(|l| !l.is_empty()) {
+                f(last);
+            }
+            break;
+        }
+        have = (have + n as usize).min(buf.len());
+        let mut start = 0;
+        while let Some(i) = buf
+            .get(start..have)
+            .and_then(|s| s.iter().position(|b| *b == b'\n'))
+        {
+            if let Some(line) = buf.get(start..start + i) {
+                f(line);
+            }
+            start += i + 1;
+        }
+        if start == 0 && have == buf.len() {
+            have = 0; // a line longer than the buffer: not one of ours
+        } else {
+            buf.copy_within(start..have, 0);
+            have -= start;
+        }
+    }
+    // SAFETY: fd is ours.
+    unsafe { real::close()(fd) };
+    true
+}
+
+/// Who and what stands on the port of `wanted`, from the kernel's tables of `transport`.
+pub fn summarize(wanted: &Endpoint, transport: Transport) -> PortSummary {
+    let mut s = PortSummary::default();
+    let tables = if transport == Transport::Udp {
+        [c"/proc/net/udp", c"/proc/net/udp6"]
+    } else {
+        [c"/proc/net/tcp", c"/proc/net/tcp6"]
+    };
+    for path in tables {
+        for_each_line(path, |line| {
+            if let Some(e) = proc_net::parse_line(line) {
+                s.add(&e, wanted, transport);
+            }
+        });
+    }
+    s
+}
+
+/// A process found holding a socket.
+pub struct Owner {
+    pub pid: i32,
+    comm: [u8; 16],
+    comm_len: usize,
+}
+
+impl Owner {
+    pub fn name(&self) -> &str {
+        self.comm
+            .get(..self.comm_len)
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("?")
+    }
+}
+
+/// A NUL-terminated path built from parts in a stack buffer.
+struct PathBuf {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl PathBuf {
+    fn new(parts: &[&[u8]]) -> PathBuf {
+        let mut p = PathBuf {
+            buf: [0; 64],
+            len: 0,
+        };
+        for part in parts {
+            for b in part.iter() {
+                if p.len + 1 < p.buf.len() {
+                    if let Some(d) = p.buf.get_mut(p.len) {
+                        *d = *b;
+                    }
+                    p.len += 1;
+                }
+            }
+        }
+        p
+    }
+
+    fn c(&self) -> &CStr {
+        self.buf
+            .get(..=self.len)
+            .and_then(|b| CStr::from_bytes_until_nul(b).ok())
+            .unwrap_or(c"/")
+    }
+}
+
+/// Decimal digits of `v` in a stack buffer.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn of(mut v: u64) -> Digits {
+        let mut d = Digits {
+            buf: [0; 20],
+            start: 20,
+        };
+        loop {
+            d.start -= 1;
+            if let Some(slot) = d.buf.get_mut(d.start) {
+                *slot = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 || d.start == 0 {
+                break;
+            }
+        }
+        d
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
+/// Elsewhere there is no /proc to read: holders stay unnamed and takeover finds no one, but
+/// waiting works the same.
+#[cfg(not(target_os = "linux"))]
+fn for_each_number(_dir: &CStr, _f: impl FnMut(u64) -> bool) {}
+
+/// Calls `f` with each numeric entry of a /proc directory, through getdents64 (readdir would
+/// allocate its DIR), until it returns false.
+#[cfg(target_os = "linux")]
+fn for_each_number(dir: &CStr, mut f: impl FnMut(u64) -> bool) {
+    // SAFETY: dir is NUL-terminated.
+    let fd = unsafe {
+        sys::open(
+            dir.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    'outer: for _ in 0..4096 {
+        // SAFETY: the kernel writes at most buf.len() bytes of dirent64 records.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd as libc::c_long,
+                buf.as_mut_ptr(),
+                buf.len() as libc::c_long,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        let records = buf.get(..n as usize).unwrap_or_default();
+        let mut off = 0usize;
+        // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+        while let Some(rec) = records.get(off..) {
+            let Some(&[r0, r1]) = rec.get(16..18) else {
+                break;
+            };
+            let reclen = u16::from_ne_bytes([r0, r1]) as usize;
+            let Some(name) = rec.get(19..reclen).filter(|_| reclen > 19) else {
+                break;
+            };
+            let name = name.split(|b| *b == 0).next().unwrap_or_default();
+            if !name.is_empty() && name.iter().all(u8::is_ascii_digit) {
+                let v = name.iter().fold(0u64, |a, d| {
+                    a.wrapping_mul(10).wrapping_add((d - b'0') as u64)
+                });
+                if !f(v) {
+                    break 'outer;
+                }
+            }
+            off += reclen;
+        }
+    }
+    // SAFETY: fd is ours.
+    unsafe { real::close()(fd) };
+}
+
+fn read_comm(pid: &[u8], out: &mut Owner) {
+    let p = PathBuf::new(&[b"/proc/", pid, b"/comm"]);
+    for_each_line(p.c(), |line| {
+        let k = line.len().min(16);
+        if let (Some(d), Some(s)) = (out.comm.get_mut(..k), line.get(..k)) {
+            d.copy_from_slice(s);
+            out.comm_len = k;
+        }
+    });
+}
+
+/// How long naming a holder may take.
+const OWNER_SCAN_MS: u64 = 250;
+
+/// The process (other than those in `skip`) that holds socket `inode`. Scans
+/// at most 32768 processes and 65536 descriptors each, for 250 ms at most; /proc of other
+/// users' processes is unreadable without privilege, which leaves those holders unnamed.
+pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
+    let digits = Digits::of(inode);
+    let want = PathBuf::new(&[b"socket:[", digits.bytes(), b"]"]);
+    let want = want.buf.get(..want.len).unwrap_or_default();
+    let mut found: Option<Owner> = None;
+    let mut procs = 0;
+    // A bind waits for this: on a host with thousands of processes, give up unnamed
+    // rather than hold the server up.
+    let deadline = sys::monotonic_ms() + OWNER_SCAN_MS;
+    for_each_number(c"/proc", |pid| {
+        procs += 1;
+        if sys::monotonic_ms() > deadline {
+            return false;
+        }
+        if skip.iter().any(|s| *s as u64 == pid) {
+            return procs < 32768;
+        }
+        let pid_s = Digits::of(pid);
+        let dir = PathBuf::new(&[b"/proc/", pid_s.bytes(), b"/fd"]);
+        let mut fds = 0;
+        for_each_number(dir.c(), |fd| {
+            fds += 1;
+            let fd_s = Digits::of(fd);
+            let link = PathBuf::new(&[b"/proc/", pid_s.bytes(), b"/fd/", fd_s.bytes()]);
+            let mut target = [0u8; 40];
+            // SAFETY: link is NUL-terminated; target has room for what we ask.
+            let n = unsafe {
+                sys::readlink(link.c().as_ptr(), target.as_mut_ptr().cast(), target.len())
+            };
+            if n > 0 && target.get(..n as usize) == Some(want) {
+                let mut o = Owner {
+                    pid: pid as i32,
+                    comm: [0; 16],
+                    comm_len: 0,
+                };
+                read_comm(pid_s.bytes(), &mut o);
+                found = Some(o);
+                return false;
+            }
+            fds < 65536
+        });
+        found.is_none() && procs < 32768
+    });
+    found
+}
+
+/// Reads a whole small file (up to the buffer) through raw calls; its length.
+fn read_small(path: &CStr, out: &mut [u8]) -> usize {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return 0;
+    }
+    let mut n = 0usize;
+    while let Some(room) = out.get_mut(n..).filter(|r| !r.is_empty()) {
+        // SAFETY: reads write into `room` only.
+        let r = unsafe { sys::read(fd, room.as_mut_ptr().cast(), room.len()) };
+        if r <= 0 {
+            break;
+        }
+        n += r as usize;
+    }
+    // SAFETY: fd is ours.
+    unsafe { real::close()(fd) };
+    n.min(out.len())
+}
+
+pub fn stat(pid: i32) -> Option<Stat> {
+    let d = Digits::of(pid as u64);
+    let p = PathBuf::new(&[b"/proc/", d.bytes(), b"/stat"]);
+    let mut buf = [0u8; 512];
+    let n = read_small(p.c(), &mut buf);
+    in_use::parse_stat(buf.get(..n)?)
+}
+
+/// Up to 32 ancestors of a process, parent first, ending before PID 1.
+pub struct Ancestry {
+    pids: [i32; 32],
+    len: usize,
+    pgrp: i32,
+}
+
+impl Ancestry {
+    pub fn of(pid: i32) -> Option<Ancestry> {
+        let first = stat(pid)?;
+        let mut a = Ancestry {
+            pids: [0; 32],
+            len: 0,
+            pgrp: first.pgrp,
+        };
+        let mut next = first.ppid;
+        while next > 1 {
+            let Some(slot) = a.pids.get_mut(a.len) else {
+                break;
+            };
+            *slot = next;
+            a.len += 1;
+            next = match stat(next) {
+                Some(s) => s.ppid,
+                None => break,
+            };
+        }
+        Some(a)
+    }
+
+    pub fn lineage(&self, pid: i32) -> Lineage<'_> {
+        Lineage {
+            pid,
+            pgrp: self.pgrp,
+            ancestors: self.pids.get(..self.len).unwrap_or_default(),
+        }
+    }
+}
+
+fn exe_of(pid: &[u8], out: &mut [u8; 256]) -> usize {
+    let p = PathBuf::new(&[b"/proc/", pid, b"/exe"]);
+    // SAFETY: out has room for what we ask.
+    let n = unsafe { sys::readlink(p.c().as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    if n > 0 && (n as usize) < out.len() {
+        n as usize
+    } else {
+        0
+    }
+}
+
+/// Whether `pid` runs the executable this process runs, with the same command line.
+pub fn same_program(pid: i32) -> Result<(), in_use::Refusal> {
+    let pid_s = Digits::of(pid as u64);
+    let (mut a, mut b) = ([0u8; 256], [0u8; 256]);
+    if pid <= 1 {
+        return Err(in_use::Refusal::AnotherProgram);
+    }
+    let na = exe_of(b"self", &mut a);
+    let nb = exe_of(pid_s.bytes(), &mut b);
+    if na == 0 || a.get(..na) != b.get(..nb) {
+        return Err(in_use::Refusal::AnotherProgram);
+    }
+    let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+    let na = read_small(c"/proc/self/cmdline", &mut a);
+    let theirs = PathBuf::new(&[b"/proc/", pid_s.bytes(), b"/cmdline"]);
+    let nb = read_small(theirs.c(), &mut b);
+    if na == 0 || a.get(..na) != b.get(..nb) {
+        return Err(in_use::Refusal::AnotherCommandLine);
+    }
+    Ok(())
+}
