@@ -1059,3 +1059,33 @@ fn hold_mode_says_what_it_holds_and_doctor_knows_it() {
         "{err}"
     );
 }
+
+/// A PHP ext/sockets daemon (its extension loaded with RTLD_DEEPBIND, which once bypassed the
+/// library and so hold mode too) restarted 10 times under --hold: none refused.
+#[test]
+fn a_php_ext_sockets_server_is_held_across_restarts() {
+    let Some(php) = require("php", "apt-get install php-cli") else {
+        return;
+    };
+    let dir = TempDir::new("php-hold");
+    let port = free_port();
+    let serve = format!(
+        "{} {}",
+        php.display(),
+        repo_root().join("tests/apps/php_server.php").display()
+    );
+    let script = format!(
+        "for i in $(seq 10); do\n  {serve} & pid=$!\n  sleep 0.3\n  kill -TERM $pid; wait $pid; sleep 0.1\ndone\n\
+         {serve} & pid=$!\nsleep 0.3\ntouch done\ntrap 'kill -TERM $pid' TERM\nwait $pid\n"
+    );
+    let (t, err) = hammer(
+        true,
+        port,
+        dir.path(),
+        &script,
+        &[format!("127.0.0.1:{port}").parse().unwrap()],
+    );
+    eprintln!("php --hold: {:?}", t[0]);
+    assert_eq!(t[0].refused, 0, "{:?}\n{err}", t[0]);
+    assert!(t[0].answered > 50, "{:?}\n{err}", t[0]);
+}

@@ -720,3 +720,74 @@ fn a_second_live_udp_server_is_refused_unless_sharing_was_asked() {
     );
     assert_eq!(o.status.code(), Some(1), "{text}");
 }
+
+/// PHP loads its extensions with RTLD_DEEPBIND, so ext/sockets' `socket_bind()` went to libc
+/// directly: no option, no line, every restart failed. The library now points such objects'
+/// imports of the hooked functions at the hooks: a PHP ext/sockets daemon restarts through
+/// TIME_WAIT under it (and not without it), and says so at REUSE_LOG=info.
+#[test]
+fn a_php_ext_sockets_server_restarts_at_once() {
+    let Some(php) = require("php", "apt-get install php-cli") else {
+        return;
+    };
+    let script = repo_root().join("tests/apps/php_server.php");
+    let start = |pre: bool, port: u16| {
+        let mut c = command(&php, pre);
+        c.arg(&script)
+            .env("PORT", port.to_string())
+            .env("REUSE_LOG", "info");
+        spawn("php", &mut c)
+    };
+    let (ok, err) = restart_cycle(free_port(), false, false, libc::SIGKILL, &start);
+    assert!(
+        !ok && err.contains("Address already in use"),
+        "control: {err}"
+    );
+    let port = free_port();
+    let (ok, err) = restart_cycle(port, true, true, libc::SIGKILL, &start);
+    assert!(ok, "under the library the PHP server must come back: {err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} tcp: SO_REUSEADDR")),
+        "{err}"
+    );
+}
+
+/// The same with a library of our own loaded with RTLD_DEEPBIND, built both ways a library
+/// is linked (lazy binding with partial RELRO, and -z now with full RELRO, loaded RTLD_LAZY
+/// and RTLD_NOW): its bind gets SO_REUSEADDR, and a `dup` it defines itself stays its own.
+#[test]
+fn objects_loaded_with_rtld_deepbind_are_reached() {
+    let Some(probe) = probe() else { return };
+    let lazy = build_shared(
+        "tests/c/deep.c",
+        "deep-lazy.so",
+        &["-Wl,-z,lazy", "-Wl,-z,norelro"],
+    )
+    .unwrap();
+    let now = build_shared(
+        "tests/c/deep.c",
+        "deep-now.so",
+        &["-Wl,-z,now", "-Wl,-z,relro"],
+    )
+    .unwrap();
+    for (lib, mode) in [
+        (&lazy, "lazy"),
+        (&lazy, "now"),
+        (&now, "lazy"),
+        (&now, "now"),
+    ] {
+        let port = free_port().to_string();
+        let run_it = |pre: bool| {
+            let mut c = command(&probe, pre);
+            c.arg("deepbind").arg(lib).args([mode, &port]);
+            let out = run(&mut c, Duration::from_secs(20));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(
+            run_it(false),
+            "rc=0 reuseaddr=0 own_dup=1",
+            "{lib:?} {mode}"
+        );
+        assert_eq!(run_it(true), "rc=0 reuseaddr=1 own_dup=1", "{lib:?} {mode}");
+    }
+}

@@ -31,6 +31,9 @@
  *                                      each rc and errno on one line
  *   probe dupfail PORT                 failed dup2/dup3 onto a TCP socket's number (bad
  *                                      flags, a closed source), then binds it
+ *   probe deepbind LIB lazy|now PORT   dlopen LIB (tests/c/deep.c) with RTLD_DEEPBIND and
+ *                                      let it bind PORT; print rc, its socket's SO_REUSEADDR
+ *                                      and whether its own dup() stayed its own
  *   probe exec NAME=VALUE... -- PROGRAM ARG...
  *                                      execs PROGRAM with exactly those environment entries
  *                                      (duplicates kept) and PATH
@@ -372,6 +375,20 @@ static int do_dupfail(int port) {
     return 0;
 }
 
+#include <dlfcn.h>
+
+static int do_deepbind(const char *lib, const char *mode, int port) {
+    int flags = (strcmp(mode, "now") == 0 ? RTLD_NOW : RTLD_LAZY) | RTLD_DEEPBIND;
+    void *h = dlopen(lib, flags);
+    if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 2; }
+    int (*f)(int, int *, int *) = (int (*)(int, int *, int *))dlsym(h, "deep_bind");
+    if (!f) { fprintf(stderr, "dlsym: %s\n", dlerror()); return 2; }
+    int reuseaddr = -1, own_dup = -1;
+    int rc = f(port, &reuseaddr, &own_dup);
+    printf("rc=%d reuseaddr=%d own_dup=%d\n", rc, reuseaddr, own_dup);
+    return 0;
+}
+
 static int do_exec(int argc, char **argv) {
     char *env[256];
     int n = 0, i = 2;
@@ -392,6 +409,7 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "badaddr") == 0) return do_badaddr(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "dupfail") == 0) return do_dupfail(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "exec") == 0) return do_exec(argc, argv);
+    if (argc >= 5 && strcmp(argv[1], "deepbind") == 0) return do_deepbind(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
         return do_bind(atoi(argv[2]), strcmp(argv[2], "6rfc2133") == 0, argv[3], argv[4], atoi(argv[5]),
                        argc >= 7 && strcmp(argv[6], "loaded") == 0);

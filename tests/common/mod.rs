@@ -350,6 +350,12 @@ pub fn repo_root() -> PathBuf {
 
 /// Builds a C file from the repo with cc into a temporary folder; None (skip) without cc.
 pub fn build_c(src: &str, out_name: &str, compiler: &str) -> Option<PathBuf> {
+    build_c_with(src, out_name, compiler, &["-lpthread"])
+}
+
+/// Builds a C file from the repo with `compiler` and `flags` (after the source) into a
+/// temporary folder of this test binary; None (skip) without the compiler.
+pub fn build_c_with(src: &str, out_name: &str, compiler: &str, flags: &[&str]) -> Option<PathBuf> {
     let cc = require(compiler, "apt-get install gcc (or musl-tools for musl-gcc)")?;
     let dir = std::env::temp_dir().join(format!("reuse-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -358,11 +364,18 @@ pub fn build_c(src: &str, out_name: &str, compiler: &str) -> Option<PathBuf> {
         .args(["-O1", "-Wall", "-o"])
         .arg(&out)
         .arg(repo_root().join(src))
-        .arg("-lpthread")
+        .args(flags)
         .status()
         .expect("cc");
     assert!(status.success(), "building {src} failed");
     Some(out)
+}
+
+/// A shared library built from a C file of the repo with cc (`-shared -fPIC` and `flags`).
+pub fn build_shared(src: &str, out_name: &str, flags: &[&str]) -> Option<PathBuf> {
+    let mut all = vec!["-shared", "-fPIC"];
+    all.extend_from_slice(flags);
+    build_c_with(src, out_name, "cc", &all)
 }
 
 /// nodemon as `.ci/install` puts it (`npm ci` in tests/node); None (skip) when missing
@@ -385,7 +398,7 @@ pub fn nodemon() -> Option<PathBuf> {
 pub fn probe() -> Option<PathBuf> {
     static PROBE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     PROBE
-        .get_or_init(|| build_c("tests/c/probe.c", "probe", "cc"))
+        .get_or_init(|| build_c_with("tests/c/probe.c", "probe", "cc", &["-lpthread", "-ldl"]))
         .clone()
 }
 
