@@ -65,6 +65,51 @@ pub unsafe extern "C" fn reuse_dup3(old: c_int, new: c_int, flags: c_int) -> c_i
     rc
 }
 
+/// `dlopen()`: a tail jump to the real one (so glibc sees its true caller, whose RUNPATH it
+/// searches), except with RTLD_DEEPBIND, whose objects must be pointed at the hooks once
+/// loaded (`deepbind`), or before the real one is known.
+#[cfg(all(target_env = "gnu", target_arch = "x86_64"))]
+#[export_name = "dlopen"]
+#[unsafe(naked)]
+pub unsafe extern "C" fn reuse_dlopen(
+    _file: *const core::ffi::c_char,
+    _flags: c_int,
+) -> *mut c_void {
+    core::arch::naked_asm!(
+        "test esi, {deep}",
+        "jnz 2f",
+        "mov rax, qword ptr [rip + {real}]",
+        "test rax, rax",
+        "jz 2f",
+        "jmp rax",
+        "2:",
+        "jmp {slow}",
+        deep = const crate::deepbind::RTLD_DEEPBIND,
+        real = sym real::DLOPEN,
+        slow = sym crate::deepbind::dlopen_deep,
+    )
+}
+
+#[cfg(all(target_env = "gnu", target_arch = "aarch64"))]
+#[export_name = "dlopen"]
+#[unsafe(naked)]
+pub unsafe extern "C" fn reuse_dlopen(
+    _file: *const core::ffi::c_char,
+    _flags: c_int,
+) -> *mut c_void {
+    core::arch::naked_asm!(
+        "tbnz w1, #3, 2f",
+        "adrp x16, {real}",
+        "ldr x16, [x16, :lo12:{real}]",
+        "cbz x16, 2f",
+        "br x16",
+        "2:",
+        "b {slow}",
+        real = sym real::DLOPEN,
+        slow = sym crate::deepbind::dlopen_deep,
+    )
+}
+
 /// The most address bytes the kernel copies in for a bind (`sizeof(struct
 /// sockaddr_storage)`); a longer length it refuses with EINVAL before reading anything.
 const SOCKADDR_MAX: usize = 128;

@@ -15,6 +15,11 @@
 #![cfg_attr(not(test), no_std)]
 
 mod addr_in_use;
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod deepbind;
 mod errno;
 mod handover;
 mod hooks;

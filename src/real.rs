@@ -16,6 +16,7 @@ pub type DupFn = unsafe extern "C" fn(c_int) -> c_int;
 pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 #[cfg(not(target_vendor = "apple"))]
 pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+pub type DlopenFn = unsafe extern "C" fn(*const core::ffi::c_char, c_int) -> *mut core::ffi::c_void;
 
 #[cfg(not(target_vendor = "apple"))]
 mod elf {
@@ -61,6 +62,37 @@ mod elf {
     /// Binds every symbol now, from the constructor, so that no hook resolves on a hot path.
     pub fn resolve_all() {
         let _ = (socket(), bind(), close(), dup(), dup2(), dup3());
+    }
+
+    /// The real `dlopen`, found on first use: `dlopen` is no hot path and no
+    /// async-signal-safe function, and every exec that never calls it pays nothing.
+    #[cfg(all(
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    pub fn dlopen() -> Option<DlopenFn> {
+        let mut p = DLOPEN.load(Ordering::Acquire);
+        if p == 0 {
+            p = next(b"dlopen\0");
+            DLOPEN.store(p, Ordering::Release);
+        }
+        // SAFETY: p is the address of a function of this exact C signature.
+        (p != 0).then(|| unsafe { core::mem::transmute::<usize, DlopenFn>(p) })
+    }
+
+    /// The slot the `dlopen` hook's tail jump reads.
+    #[cfg(all(
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    pub static DLOPEN: AtomicUsize = AtomicUsize::new(0);
+
+    /// A symbol of the global scope (RTLD_DEFAULT), for the rare paths that need one more
+    /// libc function than the hot ones.
+    pub fn lookup(name: &core::ffi::CStr) -> Option<usize> {
+        // SAFETY: name is NUL-terminated.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+        (p != 0).then_some(p)
     }
 
     mod fallback {

@@ -185,6 +185,9 @@ mod imp {
     pub unsafe fn unmap(p: *mut c_void, len: size_t) {
         syscall(libc::SYS_munmap, p, len);
     }
+    pub unsafe fn protect(p: *mut c_void, len: size_t, prot: c_int) -> c_int {
+        ret(syscall(libc::SYS_mprotect, p, len, prot as c_long))
+    }
 
     /// The kernel's signal set for these architectures: one 64-bit word.
     const SIGSET_BYTES: c_long = 8;
@@ -341,6 +344,9 @@ mod imp {
     pub unsafe fn unmap(p: *mut c_void, len: size_t) {
         libc::munmap(p, len);
     }
+    pub unsafe fn protect(p: *mut c_void, len: size_t, prot: c_int) -> c_int {
+        libc::mprotect(p, len, prot)
+    }
 
     /// Writes without letting a SIGPIPE from this write reach the host (see the Linux one).
     pub unsafe fn write_no_sigpipe(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
@@ -388,4 +394,14 @@ pub fn sleep_ms(ms: u64) -> bool {
     // SAFETY: ts is a valid timespec.
     let rc = unsafe { nanosleep(&ts) };
     !(rc != 0 && crate::errno::get() == libc::EINTR)
+}
+
+/// The size of a memory page (4 kB on x86_64; 4, 16 or 64 kB on aarch64).
+#[cfg(target_os = "linux")]
+pub fn page_size() -> usize {
+    // SAFETY: a plain read of the auxiliary vector.
+    match unsafe { libc::getauxval(libc::AT_PAGESZ) } {
+        0 => 4096,
+        n => n as usize,
+    }
 }

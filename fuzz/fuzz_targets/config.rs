@@ -1,7 +1,9 @@
 //! Every byte string the environment or /proc/net/tcp could hand the library, through every
-//! parser it runs: `reuse_core::config::parse_*`, `read_into` and `proc_net::parse_line`,
-//! and hold mode's hand-over messages (`hold_protocol`), which the command reads from any
-//! process that connects.
+//! parser it runs: `reuse_core::config::parse_*`, `read_into` and `proc_net::parse_line`;
+//! hold mode's hand-over messages (`hold_protocol`), which the command reads from any
+//! process that connects; the address decoding of a bind (`endpoint::decode`), with the
+//! input placed right before an unmapped page at every length from 0 to 256; and the
+//! /proc/PID/stat reader.
 //!
 //! Invariants (a failed one aborts the run like a panic does):
 //! - nothing panics;
@@ -12,7 +14,10 @@
 //! - a rejected value names a part of the input itself, and its message is short printable
 //!   ASCII, whatever bytes came in;
 //! - `read_into` accepts exactly when every variable present parses on its own, and otherwise
-//!   reports the first bad variable in its reading order, with the same error.
+//!   reports the first bad variable in its reading order, with the same error;
+//! - an address decodes only from at least the bytes its family needs, never reads past the
+//!   length given (the page after it is unmapped), and gives back the port in its bytes;
+//! - a decoded hand-over message or reply encodes back to exactly its bytes.
 //!
 //! Input layout: the whole input goes to each `parse_*` and, line by line, to `parse_line`.
 //! For `read_into`, the first byte says which of the eight variables are set (bit i for the
@@ -22,7 +27,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use reuse_core::config::{self, Config, ConfigError, Level, Options, PortSet, Protocols};
-use reuse_core::line::Endpoint;
+use reuse_core::decision::Transport;
+use reuse_core::endpoint::{self, Endpoint, SockaddrAbi};
 use reuse_core::proc_net::{self, PortSummary};
 
 fn within(part: &[u8], whole: &[u8]) -> bool {
@@ -170,14 +176,12 @@ fn model<'a>(
         (None, None) => None,
         (Some(path), Some(ports)) => {
             parse_one("REUSE_HOLD", path, &mut want)?;
-            let set = config::parse_ports(ports).map_err(|e| {
-                check_error(&e, ports, "REUSE_PORTS");
-                ConfigError {
-                    var: "REUSE_HOLD_PORTS",
-                    ..e
-                }
+            let set = config::parse_hold_ports(ports).inspect_err(|e| {
+                check_error(e, ports, "REUSE_HOLD_PORTS");
             })?;
             check_ports(&set);
+            // Single ports only: every range of the set is one port or merges listed ones.
+            assert!(config::parse_ports(ports).is_ok_and(|s| s == set));
             Some((path, set))
         }
         (Some(path), None) => {
@@ -273,40 +277,102 @@ fn check_tcp_line(line: &[u8]) {
         Endpoint::V6(..) => Endpoint::V6([0; 16], e.local.port()),
     };
     let mut s = PortSummary::default();
-    s.add(&e, &e.local);
-    s.add(&e, &family_any);
+    s.add(&e, &e.local, Transport::Tcp);
+    s.add(&e, &family_any, Transport::Tcp);
     assert_eq!(s.listener_count + s.time_wait + s.other, 2, "{e:?}");
-    s.add(&e, &Endpoint::V4([0; 4], e.local.port()));
-    s.add(&e, &Endpoint::V6([0; 16], e.local.port()));
+    s.add(&e, &Endpoint::V4([0; 4], e.local.port()), Transport::Tcp);
+    s.add(&e, &Endpoint::V6([0; 16], e.local.port()), Transport::Tcp);
+    let mut u = PortSummary::default();
+    u.add(&e, &e.local, Transport::Udp);
+    assert_eq!(
+        u.listener_count, 1,
+        "every bound UDP socket holds its port: {e:?}"
+    );
     let _ = s.time_wait_seconds();
     assert!(s.listener_inodes().len() <= 4);
     let _ = e.local.to_string();
 }
 
-/// Hold mode's hand-over messages, as the `reuse` command reads a request from any process
-/// that connects: a decoded request encodes back to the same bytes, a reply round-trips.
+/// Hold mode's hand-over messages, as the `reuse` command reads them from any process that
+/// connects, and the replies the library reads: whatever decodes encodes back to exactly
+/// those bytes.
 fn check_hold_messages(data: &[u8]) {
-    use reuse_core::hold_protocol::{decode_reply, encode_reply, Request, REQUEST_LEN};
-    if let Some(r) = Request::decode(data) {
-        assert_eq!(data.len(), REQUEST_LEN);
-        let again = Request::decode(&r.encode()).expect("an encoded request decodes");
-        assert_eq!(again, r);
+    use reuse_core::hold_protocol::{Message, Reply};
+    if let Some(m) = Message::decode(data) {
+        assert_eq!(&m.encode()[..], data);
     }
-    if let Some(e) = decode_reply(data) {
-        assert_eq!(decode_reply(&encode_reply(e)), Some(e));
+    if let Some(r) = Reply::decode(data) {
+        assert_eq!(&r.encode()[..], data);
+    }
+}
+
+/// Two pages, the second unmapped, made once: bytes copied to the end of the first are
+/// followed by nothing readable, as a program's address at the end of a mapping is.
+fn guarded_page() -> &'static mut [u8] {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let size = 4096usize;
+    let p = *PAGE.get_or_init(|| unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            2 * size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        libc::mprotect(p.cast::<u8>().add(size).cast(), size, libc::PROT_NONE);
+        p as usize
+    });
+    // SAFETY: the first page of a private mapping made above, used by this thread alone.
+    unsafe { std::slice::from_raw_parts_mut(p as *mut u8, size) }
+}
+
+/// A bind's address as the library decodes it: every length 0..=256 of the input, placed so
+/// that its last byte is the last readable one.
+fn check_address_decoding(data: &[u8]) {
+    let data = &data[..data.len().min(256)];
+    let page = guarded_page();
+    let at = page.len() - data.len();
+    page[at..].copy_from_slice(data);
+    for len in 0..=data.len() {
+        let bytes = &page[at..at + len];
+        for (abi, unspec) in [
+            (SockaddrAbi::LINUX, false),
+            (SockaddrAbi::LINUX, true),
+            (SockaddrAbi::BSD, false),
+        ] {
+            let Some(a) = endpoint::decode(bytes, abi, unspec) else {
+                continue;
+            };
+            let need = if a.endpoint.is_v6() {
+                endpoint::SIN6_LEN_RFC2133
+            } else {
+                endpoint::SIN_LEN
+            };
+            assert!(len >= need, "decoded from {len} bytes: {a:?}");
+            assert_eq!(a.endpoint.port(), u16::from_be_bytes([bytes[2], bytes[3]]));
+            if a.scope_id != 0 {
+                assert!(len >= endpoint::SIN6_LEN);
+            }
+        }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     check_hold_messages(data);
-    if data.len() >= 40 {
-        check_hold_messages(&data[..40]);
-        check_hold_messages(&data[..8]);
+    if data.len() >= 32 {
+        check_hold_messages(&data[..32]);
+        check_hold_messages(&data[..12]);
     }
+    check_address_decoding(data);
+    let _ = reuse_core::in_use::parse_stat(data);
     let mut scratch = Config::default();
-    // REUSE_HOLD_PORTS is REUSE_PORTS's parser under another name.
     for var in &VARIABLES[..7] {
         let _ = parse_one(var, data, &mut scratch);
+    }
+    if let Err(e) = config::parse_hold_ports(data) {
+        check_error(&e, data, "REUSE_HOLD_PORTS");
     }
     check_read_into(data);
     check_tcp_line(data);
