@@ -608,7 +608,7 @@ fn fake_rendezvous(path: &Path, kind: &str, port: u16, uid: Option<u32>) -> Proc
     let mut c = match uid {
         Some(uid) => {
             let mut c = command(setpriv().unwrap(), false);
-            c.args(as_uid(uid)).arg(python());
+            c.args(as_uid(uid)).arg(system_python());
             c
         }
         None => command(python(), false),
@@ -1088,4 +1088,248 @@ fn a_php_ext_sockets_server_is_held_across_restarts() {
     eprintln!("php --hold: {:?}", t[0]);
     assert_eq!(t[0].refused, 0, "{:?}\n{err}", t[0]);
     assert!(t[0].answered > 50, "{:?}\n{err}", t[0]);
+}
+
+/// Runs `reuse run --hold PORT -- sh -c SCRIPT` to its end; stdout and stderr.
+fn hold_script(port: u16, script: &str, env: &[(&str, &str)]) -> (String, String) {
+    let mut c = reuse_run(&["--hold", &port.to_string(), "--", "sh", "-c", script]);
+    c.envs(env.iter().copied());
+    let out = run(&mut c, Duration::from_secs(60));
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Whether a live instance has the held socket is judged by looking at the descriptors of
+/// COMMAND's tree; an instance whose descriptors cannot be read (here: not dumpable, under a
+/// reuse run by an ordinary user) counts as having it. It was once taken as proof of the
+/// opposite, and a second live instance got the same socket.
+#[test]
+fn an_instance_whose_descriptors_cannot_be_read_counts_as_holding() {
+    let Some(probe) = probe() else { return };
+    let Some(setpriv) = setpriv() else { return };
+    let dir = TempDir::new("nodump");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let port = free_port();
+    let first = "import ctypes,socket,sys,time
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)
+print('first', flush=True); time.sleep(5)
+";
+    let script = format!(
+        "{py} -c \"$FIRST\" {port} & a=$!\nsleep 1\n{probe} sock 4 tcp 127.0.0.1 {port}\nkill $a\n",
+        py = system_python().display(),
+        probe = probe.display()
+    );
+    let mut c = command(setpriv, false);
+    c.args(as_uid(54321))
+        .arg(reuse_bin())
+        .args([
+            "run",
+            "--hold",
+            &port.to_string(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("REUSE_LIB", lib_path())
+        .env("FIRST", first)
+        .env("HOME", dir.path())
+        .env("TMPDIR", dir.path())
+        .current_dir(dir.path());
+    let out = run(&mut c, Duration::from_secs(30));
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("first"), "{stdout}\n{err}");
+    assert!(
+        stdout.contains("rc=-1 errno=98 "),
+        "the second live instance got the socket: {stdout}\n{err}"
+    );
+}
+
+/// The kernel uses an IPv6 scope id for link-local addresses only: a second instance binding
+/// ::1 with another (an unzeroed sockaddr_in6) gets the held socket. It was once refused
+/// with EADDRINUSE, though nobody else had the port.
+#[test]
+fn a_scope_id_on_a_global_ipv6_address_does_not_matter() {
+    let Some(probe) = probe() else { return };
+    if !has_ipv6() {
+        return;
+    }
+    let port = free_port();
+    let script = format!(
+        "{p} sock 6 tcp ::1 {port}\nPROBE_SCOPE=7 {p} sock 6 tcp ::1 {port}\n",
+        p = probe.display()
+    );
+    let (out, err) = hold_script(port, &script, &[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}\n{err}");
+    for l in lines {
+        assert!(
+            l.starts_with("rc=0 errno=4242 type=1 listening=1 "),
+            "{out}\n{err}"
+        );
+    }
+}
+
+/// A server that moves to another address between restarts (127.0.0.1, then 0.0.0.0, then
+/// ::ffff:127.0.0.1) has the held socket replaced with no moment in which the port is free:
+/// another user trying to bind it all along never gets it. (The old socket was once closed
+/// before the new one was made, and a squatter took the port.)
+#[test]
+fn a_moved_address_is_replaced_without_a_gap_for_a_squatter() {
+    let Some(probe) = probe() else { return };
+    let Some(setpriv) = setpriv() else { return };
+    let dir = TempDir::new("squat");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let (go, stop) = (dir.join("go"), dir.join("stop"));
+    let port = free_port();
+    // From `go` (the port held) to `stop`, another user tries to bind it, all the time.
+    let squat = format!(
+        "import os,socket,time
+t0 = time.time()
+while not os.path.exists('{go}') and time.time() - t0 < 20: time.sleep(0.01)
+won = tries = 0
+while not os.path.exists('{stop}') and time.time() - t0 < 40:
+    for a in ('127.0.0.1', '0.0.0.0'):
+        s = socket.socket(); tries += 1
+        try:
+            s.bind((a, {port})); won += 1
+        except OSError:
+            pass
+        s.close()
+print('squatter won', won, 'of', tries, flush=True)
+",
+        go = go.display(),
+        stop = stop.display()
+    );
+    let mut sq = command(setpriv, false);
+    sq.args(as_uid(54321))
+        .arg(system_python())
+        .args(["-c", &squat]);
+    sq.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
+    let squatter = sq.spawn().unwrap();
+    let p = probe.display();
+    let mut script = format!(
+        "{p} sock 4 tcp 127.0.0.1 {port}\ntouch {}\nsleep 0.3\n",
+        go.display()
+    );
+    for _ in 0..4 {
+        for (fam, addr) in [
+            ("4", "0.0.0.0"),
+            ("6", "::ffff:127.0.0.1"),
+            ("4", "127.0.0.1"),
+        ] {
+            script.push_str(&format!("{p} sock {fam} tcp {addr} {port}\nsleep 0.05\n"));
+        }
+    }
+    script.push_str(&format!("touch {}\nsleep 0.3\n", stop.display()));
+    let (out, err) = hold_script(port, &script, &[]);
+    let squatted =
+        String::from_utf8_lossy(&squatter.wait_with_output().unwrap().stdout).to_string();
+    eprintln!("{}", squatted.trim());
+    assert!(
+        squatted.starts_with("squatter won 0 of "),
+        "{squatted}\n{out}\n{err}"
+    );
+    assert_eq!(out.lines().count(), 13, "{out}\n{err}");
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("rc=0 errno=4242 type=1 listening=1 ")),
+        "{out}\n{err}"
+    );
+    assert!(err.contains("no longer holding 127.0.0.1:"), "{err}");
+}
+
+/// socat shuts its listening socket down when it stops: the next instance still gets a
+/// listening socket (reuse listens again), and no client is refused. (reuse once kept
+/// handing out the dead socket.)
+#[test]
+fn a_server_that_shuts_its_listener_down_does_not_end_hold_mode() {
+    let Some(socat) = require("socat", "apt-get install socat") else {
+        return;
+    };
+    let dir = TempDir::new("socat-hold");
+    let port = free_port();
+    let serve = format!(
+        "{} TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1 SYSTEM:'echo ok'",
+        socat.display()
+    );
+    let script = format!(
+        "for i in $(seq 5); do\n  {serve} & pid=$!\n  sleep 0.4\n  kill -TERM $pid; wait $pid; sleep 0.1\ndone\n\
+         {serve} & pid=$!\nsleep 0.3\ntouch done\ntrap 'kill -TERM $pid' TERM\nwait $pid\n"
+    );
+    let (t, err) = hammer(
+        true,
+        port,
+        dir.path(),
+        &script,
+        &[format!("127.0.0.1:{port}").parse().unwrap()],
+    );
+    eprintln!("socat --hold: {:?}", t[0]);
+    assert_eq!(t[0].refused, 0, "{:?}\n{err}", t[0]);
+    assert!(t[0].answered > 20, "{:?}\n{err}", t[0]);
+}
+
+/// Where a seccomp filter refuses process_vm_readv, hold mode cannot read bind addresses:
+/// the library says so once, and the failure line names `reuse run --hold` as what holds
+/// the port, not as a process to stop blindly.
+#[test]
+fn hold_mode_says_when_it_cannot_read_addresses() {
+    let Some(probe) = probe() else { return };
+    let port = free_port();
+    let p = probe.display();
+    let script =
+        format!("{p} sock 4 tcp 127.0.0.1 {port}\n{p} noprv {p} sock 4 tcp 127.0.0.1 {port}\n");
+    let (out, err) = hold_script(port, &script, &[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.first().is_some_and(|l| l.contains("listening=1")),
+        "{out}\n{err}"
+    );
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with("rc=-1 errno=98 ")),
+        "{out}\n{err}"
+    );
+    assert!(err.contains("process_vm_readv failed"), "{err}");
+    assert!(err.contains("`reuse run --hold` (PID"), "{err}");
+}
+
+/// The base folder is judged by its real path: a symlink owned by another user, pointing at
+/// a folder of root's, is resolved once, and the rendezvous is made in the folder itself, so
+/// re-pointing the link afterwards changes nothing.
+#[test]
+fn a_symlinked_base_folder_is_used_by_its_real_path() {
+    let Some(_) = setpriv() else { return };
+    let dir = TempDir::new("xdg-link");
+    let real = dir.join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(54321), Some(54321)).unwrap();
+    let mut c = reuse_run(&["--hold", "9", "--", "sh", "-c", "echo \"$REUSE_HOLD\""]);
+    c.env("XDG_RUNTIME_DIR", &link);
+    let out = run(&mut c, Duration::from_secs(20));
+    let path = sock_line(&out);
+    assert!(
+        path.starts_with(real.canonicalize().unwrap().to_str().unwrap()),
+        "{path}"
+    );
 }

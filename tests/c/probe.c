@@ -24,7 +24,9 @@
  *   probe sock 4|6|4unspec tcp|udp|mptcp ADDR PORT
  *                                      socket+bind, then print what the descriptor is now:
  *                                      rc errno type listening port reuseaddr reuseport
- *                                      linger; 4unspec binds with sin_family AF_UNSPEC
+ *                                      linger; 4unspec binds with sin_family AF_UNSPEC;
+ *                                      PROBE_SCOPE sets sin6_scope_id, PROBE_STAY_MS stays
+ *                                      that long after printing
  *   probe badaddr PORT                 binds with bad address pointers and lengths (a
  *                                      pointer of 1; IPv6 addresses ending at a page's end
  *                                      with lengths 24, 28, 1000; a NULL address); prints
@@ -34,6 +36,7 @@
  *   probe deepbind LIB lazy|now PORT   dlopen LIB (tests/c/deep.c) with RTLD_DEEPBIND and
  *                                      let it bind PORT; print rc, its socket's SO_REUSEADDR
  *                                      and whether its own dup() stayed its own
+ *   probe noprv PROGRAM ARG...         runs PROGRAM where process_vm_readv fails (seccomp)
  *   probe exec NAME=VALUE... -- PROGRAM ARG...
  *                                      execs PROGRAM with exactly those environment entries
  *                                      (duplicates kept) and PATH
@@ -302,6 +305,10 @@ static int do_sock(const char *fam, const char *proto, const char *host, int por
     socklen_t len;
     if (make_addr(v6 ? 6 : 4, host, port, &ss, &len)) return 2;
     if (strcmp(fam, "4unspec") == 0) ((struct sockaddr_in *)&ss)->sin_family = AF_UNSPEC;
+    /* PROBE_SCOPE: an IPv6 scope id, as a program that leaves sockaddr_in6 unzeroed has. */
+    if (v6 && getenv("PROBE_SCOPE")) ((struct sockaddr_in6 *)&ss)->sin6_scope_id = atoi(getenv("PROBE_SCOPE"));
+    /* PROBE_LINGER_MS: stay a while after the bind, as a server instance does. */
+    int stay = getenv("PROBE_STAY_MS") ? atoi(getenv("PROBE_STAY_MS")) : 0;
     errno = 4242;
     int rc = bind(fd, (struct sockaddr *)&ss, len);
     int e = errno;
@@ -317,6 +324,7 @@ static int do_sock(const char *fam, const char *proto, const char *host, int por
            opt(fd, SO_TYPE), opt(fd, SO_ACCEPTCONN), gport, opt(fd, SO_REUSEADDR) != 0,
            opt(fd, SO_REUSEPORT) != 0, lg.l_onoff != 0, lg.l_linger);
     fflush(stdout);
+    if (stay > 0) usleep(stay * 1000);
     return 0;
 }
 
@@ -378,6 +386,11 @@ static int do_dupfail(int port) {
 #include <dlfcn.h>
 
 static int do_deepbind(const char *lib, const char *mode, int port) {
+#ifndef RTLD_DEEPBIND
+    (void)lib; (void)mode; (void)port;
+    fprintf(stderr, "no RTLD_DEEPBIND in this C library\n");
+    return 2;
+#else
     int flags = (strcmp(mode, "now") == 0 ? RTLD_NOW : RTLD_LAZY) | RTLD_DEEPBIND;
     void *h = dlopen(lib, flags);
     if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 2; }
@@ -387,6 +400,31 @@ static int do_deepbind(const char *lib, const char *mode, int port) {
     int rc = f(port, &reuseaddr, &own_dup);
     printf("rc=%d reuseaddr=%d own_dup=%d\n", rc, reuseaddr, own_dup);
     return 0;
+#endif
+}
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+
+/* Runs PROGRAM with a seccomp filter that refuses process_vm_readv with EPERM, as some
+ * container profiles do. */
+static int do_noprv(char **argv) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_readv, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+        perror("seccomp");
+        return 2;
+    }
+    execvp(argv[0], argv);
+    perror("execvp");
+    return 127;
 }
 
 static int do_exec(int argc, char **argv) {
@@ -409,6 +447,7 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "badaddr") == 0) return do_badaddr(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "dupfail") == 0) return do_dupfail(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "exec") == 0) return do_exec(argc, argv);
+    if (argc >= 3 && strcmp(argv[1], "noprv") == 0) return do_noprv(argv + 2);
     if (argc >= 5 && strcmp(argv[1], "deepbind") == 0) return do_deepbind(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
         return do_bind(atoi(argv[2]), strcmp(argv[2], "6rfc2133") == 0, argv[3], argv[4], atoi(argv[5]),

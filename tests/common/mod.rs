@@ -78,6 +78,18 @@ pub fn python() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// The system's own Python (Debian's /usr/bin/python3), which every user can run: for
+/// processes the tests run as another uid (the python() of root's environment may live
+/// under root's home).
+pub fn system_python() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/python3");
+    assert!(
+        p.exists(),
+        "/usr/bin/python3 is needed: apt-get install python3"
+    );
+    p
+}
+
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A loopback TCP port below the ephemeral range (so no client connection takes it while a
