@@ -28,10 +28,19 @@ use std::env;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+#[path = "build_commit.rs"]
+mod build_commit;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build_commit.rs");
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    let repo = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    println!(
+        "cargo:rustc-env=REUSE_COMMIT={}",
+        build_commit::commit(&repo)
+    );
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }

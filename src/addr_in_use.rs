@@ -55,13 +55,18 @@ fn retry(attempt: Attempt<'_>, wait_ms: u64) -> (c_int, c_int) {
 /// Writes the one line about the first live holder (named when visible), or about TIME_WAIT.
 fn with_cause(f: &Failed<'_>, write: impl FnOnce(&Cause<'_>)) {
     let summary = procfs::summarize(f.ep, f.transport);
-    let owner = summary
-        .listener_inodes()
-        .first()
-        .and_then(|&(inode, _)| procfs::owner_of(inode, f.skip));
+    let inode = summary.listener_inodes().first().map(|&(inode, _)| inode);
+    // The server instance that has the socket, past the `reuse run --hold` command that
+    // keeps it for them; if the command is all there is, that is the story.
+    let owner =
+        inode.and_then(|i| procfs::owner_of(i, f.skip).or_else(|| procfs::owner_of(i, &[])));
     let holder = owner.as_ref().map(|o| Holder {
         pid: o.pid,
-        program: o.name(),
+        program: if procfs::is_hold_command(o.pid) {
+            in_use::HOLD_COMMAND
+        } else {
+            o.name()
+        },
     });
     write(&Cause::of(&summary, f.transport, f.had_addr, holder));
 }

@@ -108,24 +108,14 @@ pub unsafe extern "C" fn dlopen_deep(file: *const c_char, flags: c_int) -> *mut 
     handle
 }
 
-/// What `dl_iterate_phdr` calls back with.
-type Callback = unsafe extern "C" fn(*mut libc::dl_phdr_info, usize, *mut c_void) -> c_int;
-type IteratePhdr = unsafe extern "C" fn(Callback, *mut c_void) -> c_int;
-
 /// Points the hooked imports of every loaded object (but libc, the dynamic linker and this
 /// library) at the hooks. Idempotent: a slot already right is not touched.
 fn reach_loaded_objects() {
-    // Looked up here, on this rare path, rather than imported: every exec would pay for an
-    // import at load.
-    let Some(iterate) = real::lookup(c"dl_iterate_phdr") else {
-        return;
-    };
-    // SAFETY: the address of glibc's dl_iterate_phdr, of this signature.
-    let iterate: IteratePhdr = unsafe { core::mem::transmute::<usize, IteratePhdr>(iterate) };
     let hooks = hooks();
-    // SAFETY: the callback only reads the objects' own headers and tables.
+    // SAFETY: the callback only reads the objects' own headers and tables, and writes
+    // import slots as the dynamic linker does.
     unsafe {
-        iterate(
+        crate::next_symbol::dl_iterate_phdr(
             visit,
             (&hooks as *const [(&[u8], usize, usize); 6])
                 .cast_mut()

@@ -355,6 +355,20 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// Says once per process that hold mode cannot read bind addresses here (process_vm_readv
+/// refused, as a seccomp filter can), so the server binds without the held socket.
+pub fn cannot_read_addresses(errno: c_int) {
+    static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        report::at(Level::Warn, |l| {
+            write!(
+                l,
+                "hold mode cannot read this process's bind addresses (process_vm_readv failed with errno {errno}: a seccomp filter?); its binds go on without the held sockets"
+            )
+        });
+    }
+}
+
 /// IPV6_V6ONLY as the server set it on its socket.
 pub fn v6only(fd: c_int) -> bool {
     int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_some_and(|v| v != 0)

@@ -3,8 +3,8 @@
 //! real function returned, with the errno it left.
 //!
 //! On ELF systems these are exported under the libc names, so the dynamic linker resolves
-//! the program's calls to them first. On macOS they keep Rust names and dyld's interpose
-//! table (at the end of this file) points the libc names at them.
+//! the program's calls to them first. On macOS they are exported as `reuse_socket` and so on,
+//! and dyld's interpose table (at the end of this file) points the libc names at them.
 
 use core::mem::size_of;
 
@@ -18,6 +18,7 @@ use crate::{addr_in_use, errno, handover, real, report, socket_kinds, state, sys
 
 /// `socket()`: remember what was made, so `bind()` needs no system call to find out.
 #[cfg_attr(not(target_vendor = "apple"), export_name = "socket")]
+#[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     let fd = real::socket()(domain, ty, protocol);
     if fd >= 0 {
@@ -27,6 +28,7 @@ pub unsafe extern "C" fn reuse_socket(domain: c_int, ty: c_int, protocol: c_int)
 }
 
 #[cfg_attr(not(target_vendor = "apple"), export_name = "close")]
+#[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_close(fd: c_int) -> c_int {
     // Forget first: once the real close returns, another thread may get this number back.
     socket_kinds::forget(fd);
@@ -37,6 +39,7 @@ pub unsafe extern "C" fn reuse_close(fd: c_int) -> c_int {
 /// was closed behind libc's back (`fclose` of an `fdopen`ed socket, a raw close) would keep
 /// that socket's kind.
 #[cfg_attr(not(target_vendor = "apple"), export_name = "dup")]
+#[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_dup(old: c_int) -> c_int {
     let new = real::dup()(old);
     if new >= 0 {
@@ -47,6 +50,7 @@ pub unsafe extern "C" fn reuse_dup(old: c_int) -> c_int {
 
 /// `dup2()`: the table follows only a call that succeeded; a failed one changed nothing.
 #[cfg_attr(not(target_vendor = "apple"), export_name = "dup2")]
+#[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_dup2(old: c_int, new: c_int) -> c_int {
     let rc = real::dup2()(old, new);
     if rc == new && old != new {
@@ -128,6 +132,7 @@ unsafe fn accepted_address(addr: *const sockaddr, len: socklen_t) -> Option<Bind
 }
 
 #[cfg_attr(not(target_vendor = "apple"), export_name = "bind")]
+#[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let Some(cfg) = state::active() else {
         return real::bind()(fd, addr, len);
@@ -259,6 +264,12 @@ unsafe fn bind_held(
     let mut buf = [0u8; SOCKADDR_MAX];
     let n = len as usize;
     if sys::read_own_memory(buf.as_mut_ptr().cast(), addr.cast(), n) != n as isize {
+        // EFAULT: a bad pointer, which the real bind reports. Anything else means the copy
+        // itself is refused here (a seccomp filter): hold mode cannot work, and says so once.
+        let why = errno::get();
+        if why != libc::EFAULT {
+            handover::cannot_read_addresses(why);
+        }
         errno::set(saved);
         return None;
     }

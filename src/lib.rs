@@ -23,6 +23,8 @@ mod deepbind;
 mod errno;
 mod handover;
 mod hooks;
+#[cfg(not(target_vendor = "apple"))]
+mod next_symbol;
 mod procfs;
 mod real;
 mod report;
@@ -40,13 +42,16 @@ mod sys;
 #[link(name = "c")]
 extern "C" {}
 
-// Before glibc 2.34, dlsym lived in libdl.so.2, which the libc crate does not name: a library
-// built there would load into a program without libdl and then fail to bind `dlsym`, taking
-// the program down. Naming it costs nothing on a newer glibc: its libdl.a is empty, and
-// `--as-needed` records no dependency that satisfies no symbol.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[link(name = "dl")]
-extern "C" {}
+/// What `reuse run` reads to tell whether the library it preloads is the one it was built
+/// with: the version and the commit after a fixed mark, in the library's constants (kept
+/// there by the constructor's reference to it).
+pub static VERSION_MARK: &str = concat!(
+    "libreuse-version: ",
+    env!("CARGO_PKG_VERSION"),
+    " ",
+    env!("REUSE_COMMIT"),
+    "\n"
+);
 
 /// Nothing in the library panics by design (no indexing out of range, no unwrap on data from
 /// outside); if it ever did, aborting is the only safe thing: unwinding through a host's C

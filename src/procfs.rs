@@ -376,3 +376,26 @@ pub fn same_program(pid: i32) -> Result<(), in_use::Refusal> {
     }
     Ok(())
 }
+
+/// Whether `pid` runs `reuse run ... --hold ...`, from its command line.
+pub fn is_hold_command(pid: i32) -> bool {
+    let d = Digits::of(pid as u64);
+    let p = PathBuf::new(&[b"/proc/", d.bytes(), b"/cmdline"]);
+    let mut buf = [0u8; 4096];
+    let n = read_small(p.c(), &mut buf);
+    let mut args = buf.get(..n).unwrap_or_default().split(|b| *b == 0);
+    let named_reuse = args
+        .next()
+        .and_then(|a0| a0.rsplit(|b| *b == b'/').next())
+        .is_some_and(|n| n == b"reuse");
+    let mut run = false;
+    for a in args {
+        match a {
+            b"--" => break,
+            b"run" => run = true,
+            _ if run && (a == b"--hold" || a.starts_with(b"--hold=")) => return named_reuse,
+            _ => {}
+        }
+    }
+    false
+}

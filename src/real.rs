@@ -2,8 +2,8 @@
 //!
 //! Every call the library makes to a function it also exports goes through these pointers,
 //! never through the public name: inside a preloaded object the public name resolves back to
-//! the hook itself. On ELF systems the next definition is found with `dlsym(RTLD_NEXT)`, so
-//! another interposer loaded after this one still sees the call. On macOS the hooks are
+//! the hook itself. On ELF systems the next definition is found as `dlsym(RTLD_NEXT)` would
+//! (`next_symbol`), so another interposer loaded after this one still sees the call. On macOS the hooks are
 //! installed through dyld's interpose table, which does not apply to the interposing image
 //! itself, so the libc names already are the real functions there.
 
@@ -21,11 +21,14 @@ pub type DlopenFn = unsafe extern "C" fn(*const core::ffi::c_char, c_int) -> *mu
 #[cfg(not(target_vendor = "apple"))]
 mod elf {
     use super::*;
+    use core::ffi::CStr;
     use core::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Resolves `name` (NUL-terminated) in the objects loaded after this one. 0 if none has it.
-    fn next(name: &[u8]) -> usize {
-        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) as usize }
+    /// The next definition of `name` after this library; 0 if none.
+    fn next(name: &CStr) -> usize {
+        let mut found = [0usize];
+        crate::next_symbol::find(&[name], &mut found);
+        found[0]
     }
 
     macro_rules! real {
@@ -38,7 +41,7 @@ mod elf {
             pub fn $get() -> $ty {
                 let mut p = $slot.load(Ordering::Relaxed);
                 if p == 0 {
-                    p = next(concat!($name, "\0").as_bytes());
+                    p = next($name);
                     if p == 0 {
                         // No libc defines it after us (a static or odd process): the
                         // system call itself still does the job, without our hook.
@@ -52,15 +55,26 @@ mod elf {
         };
     }
 
-    real!(socket, SOCKET, "socket", SocketFn, fallback::socket);
-    real!(bind, BIND, "bind", BindFn, fallback::bind);
-    real!(close, CLOSE, "close", CloseFn, fallback::close);
-    real!(dup, DUP, "dup", DupFn, fallback::dup);
-    real!(dup2, DUP2, "dup2", Dup2Fn, fallback::dup2);
-    real!(dup3, DUP3, "dup3", Dup3Fn, fallback::dup3);
+    real!(socket, SOCKET, c"socket", SocketFn, fallback::socket);
+    real!(bind, BIND, c"bind", BindFn, fallback::bind);
+    real!(close, CLOSE, c"close", CloseFn, fallback::close);
+    real!(dup, DUP, c"dup", DupFn, fallback::dup);
+    real!(dup2, DUP2, c"dup2", Dup2Fn, fallback::dup2);
+    real!(dup3, DUP3, c"dup3", Dup3Fn, fallback::dup3);
 
-    /// Binds every symbol now, from the constructor, so that no hook resolves on a hot path.
+    /// Binds every symbol now, from the constructor, in one walk of the loaded objects, so
+    /// that no hook resolves on a hot path.
     pub fn resolve_all() {
+        let names = [c"socket", c"bind", c"close", c"dup", c"dup2", c"dup3"];
+        let slots = [&SOCKET, &BIND, &CLOSE, &DUP, &DUP2, &DUP3];
+        let mut found = [0usize; 6];
+        crate::next_symbol::find(&names, &mut found);
+        for (slot, p) in slots.iter().zip(found) {
+            if p != 0 {
+                slot.store(p, Ordering::Relaxed);
+            }
+        }
+        // Whatever was not found falls back to the system call on first use.
         let _ = (socket(), bind(), close(), dup(), dup2(), dup3());
     }
 
@@ -73,7 +87,7 @@ mod elf {
     pub fn dlopen() -> Option<DlopenFn> {
         let mut p = DLOPEN.load(Ordering::Acquire);
         if p == 0 {
-            p = next(b"dlopen\0");
+            p = next(c"dlopen");
             DLOPEN.store(p, Ordering::Release);
         }
         // SAFETY: p is the address of a function of this exact C signature.
@@ -86,14 +100,6 @@ mod elf {
         any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
     pub static DLOPEN: AtomicUsize = AtomicUsize::new(0);
-
-    /// A symbol of the global scope (RTLD_DEFAULT), for the rare paths that need one more
-    /// libc function than the hot ones.
-    pub fn lookup(name: &core::ffi::CStr) -> Option<usize> {
-        // SAFETY: name is NUL-terminated.
-        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
-        (p != 0).then_some(p)
-    }
 
     mod fallback {
         use super::*;

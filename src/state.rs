@@ -139,6 +139,7 @@ fn active_if_ready() -> Option<&'static Config> {
 /// Runs when the library is loaded, before the program's `main`: binds the real symbols and
 /// reads the configuration, so the hooks find both ready.
 extern "C" fn on_load() {
+    core::hint::black_box(crate::VERSION_MARK.as_ptr());
     crate::real::resolve_all();
     let _ = active();
 }

@@ -9,11 +9,12 @@ mod out;
 mod procfs;
 mod reach;
 mod run;
+mod safe_dir;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::out::say;
 use reuse_core::config;
@@ -89,7 +90,7 @@ Examples:
 #[derive(Parser)]
 #[command(
     name = "reuse",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("REUSE_COMMIT"), ")"),
     about = "Lets an unmodified server restart on its port at once",
     long_about = OVERVIEW,
     after_help = REFERENCE,
@@ -126,6 +127,27 @@ enum Cmd {
     )]
     #[command(override_usage = "reuse doctor [--json] [--udp] PORT...")]
     Doctor(DoctorArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish) on standard output
+    #[command(
+        long_about = "Print a completion script for SHELL on standard output, e.g.\n  \
+                      reuse completions bash > ~/.local/share/bash-completion/completions/reuse\n  \
+                      reuse completions zsh > ~/.zfunc/_reuse\n  \
+                      reuse completions fish > ~/.config/fish/completions/reuse.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff) on standard output
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn ports_flag(s: &str) -> Result<OsString, String> {
@@ -217,10 +239,14 @@ fn main() -> ExitCode {
                 command: a.command,
             })
         }
-        Cmd::Lib => match lib_path::find(std::env::var_os("REUSE_LIB").as_deref()) {
+        Cmd::Lib => match lib_path::find(
+            std::env::var_os("REUSE_LIB").as_deref(),
+            // For `LD_PRELOAD=$(reuse lib) ./server`: the C library of this system's shell.
+            reach::libc_of("/bin/sh".as_ref(), None),
+        ) {
             Ok(p) => {
                 use std::os::unix::ffi::OsStrExt;
-                let mut line = p.as_os_str().as_bytes().to_vec();
+                let mut line = p.path.as_os_str().as_bytes().to_vec();
                 line.push(b'\n');
                 i32::from(!out::out(&line))
             }
@@ -230,6 +256,26 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Doctor(a) => doctor::run(&a.ports, a.json, a.udp),
+        Cmd::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "reuse", &mut text);
+            i32::from(!out::out(&text))
+        }
+        Cmd::Man => {
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut text) {
+                Ok(()) => i32::from(!out::out(&text)),
+                Err(e) => {
+                    say!("reuse man: {e}");
+                    1
+                }
+            }
+        }
     };
     ExitCode::from(status.clamp(0, 255) as u8)
 }

@@ -150,15 +150,90 @@ pub fn holders(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Process>> {
     found
 }
 
-/// A process other than `skip` that has socket `inode` open, looked for for at most `limit`
-/// (after which the answer is None, as if nobody had it).
-pub fn holder_other_than(inode: u64, skip: i32, limit: Duration) -> Option<i32> {
-    let mut found = None;
-    scan(&BTreeSet::from([inode]), skip, limit, |pid, _| {
-        found = Some(pid);
-        false
-    });
-    found
+/// Whether any of some processes has a socket open.
+pub enum Holding {
+    Nobody,
+    Pid(i32),
+    /// Could not tell: a process whose descriptors cannot be read, or out of time.
+    Unsure(String),
+}
+
+/// Which of `pids` has socket `inode` open, looked for for at most `limit`.
+pub fn who_holds(inode: u64, pids: &[i32], limit: Duration) -> Holding {
+    let t0 = Instant::now();
+    let want = format!("socket:[{inode}]");
+    for &pid in pids {
+        if t0.elapsed() > limit {
+            return Holding::Unsure(format!(
+                "looking through the descriptors took over {limit:?}"
+            ));
+        }
+        let dir = format!("/proc/{pid}/fd");
+        let fds = match std::fs::read_dir(&dir) {
+            Ok(f) => f,
+            // Gone meanwhile: it holds nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    continue;
+                }
+                return Holding::Unsure(format!("PID {pid}'s descriptors cannot be read ({e})"));
+            }
+        };
+        for fd in fds.flatten().take(1 << 20) {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
+                return Holding::Pid(pid);
+            }
+        }
+    }
+    Holding::Nobody
+}
+
+/// The children of `pid` (every thread's), from /proc/PID/task/TID/children; None where
+/// the kernel has no such file.
+fn children(pid: i32) -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|s| s.parse::<i32>().ok()),
+        );
+    }
+    Some(out)
+}
+
+/// Every descendant of `pid` (children, their children, ...), at most 65536.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out: Vec<i32> = Vec::new();
+    let mut next = vec![pid];
+    let by_stat = |p: i32| -> Vec<i32> {
+        // Without /proc/PID/task/TID/children: every process's parent, from its stat.
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .flatten()
+            .filter_map(|d| d.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+            .filter(|c| {
+                std::fs::read(format!("/proc/{c}/stat"))
+                    .ok()
+                    .and_then(|s| reuse_core::in_use::parse_stat(&s))
+                    .is_some_and(|s| s.ppid == p)
+            })
+            .collect()
+    };
+    while let Some(p) = next.pop() {
+        let kids = children(p).unwrap_or_else(|| by_stat(p));
+        for k in kids {
+            if !out.contains(&k) && out.len() < 1 << 16 {
+                out.push(k);
+                next.push(k);
+            }
+        }
+    }
+    out
 }
 
 /// The inode of a socket this process holds, from fstat.
@@ -176,5 +251,27 @@ mod tests {
     fn this_test_is_not_a_hold_command() {
         assert!(!is_hold_command(std::process::id() as i32));
         assert_eq!(program(-1), "?");
+    }
+
+    #[test]
+    fn a_child_is_a_descendant_and_holds_what_it_inherited() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = inode_of(std::os::fd::AsFd::as_fd(&l)).unwrap();
+        let me = std::process::id() as i32;
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let kid = child.id() as i32;
+        assert!(descendants(me).contains(&kid));
+        assert!(
+            matches!(who_holds(inode, &[me], Duration::from_secs(5)), Holding::Pid(p) if p == me)
+        );
+        assert!(matches!(
+            who_holds(inode, &[kid], Duration::from_secs(5)),
+            Holding::Nobody
+        ));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

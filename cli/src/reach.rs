@@ -14,6 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::lib_path::Libc;
+
 /// The kernel follows at most this many `#!` levels (BINPRM_MAX_RECURSION is 4).
 const MAX_SCRIPT_DEPTH: usize = 4;
 
@@ -63,7 +65,7 @@ fn examine(
     depth: usize,
     out: &mut Vec<String>,
 ) {
-    let Ok(mut file) = File::open(path) else {
+    let Some(mut file) = open_regular(path) else {
         return;
     };
     let mut head = [0u8; 256];
@@ -101,6 +103,11 @@ fn examine(
                     "{who} is statically linked: the dynamic loader never runs for it, so LD_PRELOAD cannot load libreuse into it. \
                      Build it dynamically linked, or set SO_REUSEADDR in the program itself"
                 ));
+            } else if let Some(what) = foreign(&elf) {
+                out.push(format!(
+                    "{who} is {what}, and libreuse is built for {THIS_MACHINE}: the loader cannot load it into that program \
+                     (it says \"wrong ELF class\" or skips it) and runs it without reuse. Use a reuse built for that architecture"
+                ));
             }
         }
     }
@@ -136,6 +143,84 @@ fn examine(
     }
 }
 
+/// The dynamic loader a program names (for a script: its interpreter's, and for
+/// `#!/usr/bin/env prog`, prog's); None when it has none or cannot be read.
+pub fn loader_of(command: &OsStr, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    let mut path = resolve(command, path_var)?;
+    for _ in 0..MAX_SCRIPT_DEPTH {
+        let mut file = open_regular(&path)?;
+        let mut head = [0u8; 256];
+        let n = read_up_to(&mut file, &mut head);
+        let head = head.get(..n)?;
+        if head.starts_with(b"#!") {
+            path = interpreters(head, path_var).pop()?;
+            continue;
+        }
+        let facts = elf_facts(&mut file)?;
+        return (!facts.interp.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(&facts.interp)));
+    }
+    None
+}
+
+/// The C library a program runs on, from its loader: None when it cannot be told (not ELF,
+/// static, unreadable).
+pub fn libc_of(command: &OsStr, path_var: Option<&OsStr>) -> Option<Libc> {
+    let loader = loader_of(command, path_var)?;
+    let name = loader.file_name()?.as_bytes();
+    if name.starts_with(b"ld-musl") {
+        Some(Libc::Musl)
+    } else if name.starts_with(b"ld-linux")
+        || name.starts_with(b"ld64.so")
+        || name.starts_with(b"ld-2.")
+    {
+        Some(Libc::Gnu)
+    } else {
+        None
+    }
+}
+
+/// The newest GLIBC_x.y version named in a file (2, y): what a library needs, or what a
+/// libc.so.6 defines.
+pub fn newest_glibc(path: &Path) -> Option<(u32, u32)> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut best = None;
+    let tag = b"GLIBC_";
+    let mut at = 0;
+    while let Some(i) = bytes.get(at..)?.windows(tag.len()).position(|w| w == tag) {
+        let rest = bytes.get(at + i + tag.len()..)?;
+        let end = rest
+            .iter()
+            .position(|b| !(b.is_ascii_digit() || *b == b'.'))
+            .unwrap_or(rest.len());
+        let text = std::str::from_utf8(rest.get(..end)?).ok()?;
+        let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
+        if let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) {
+            best = best.max(Some((major, minor)));
+        }
+        at += i + tag.len();
+    }
+    best
+}
+
+/// The libc.so.6 a program's loader sits beside (glibc installs them in one folder).
+pub fn glibc_of(command: &OsStr, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    let loader = loader_of(command, path_var)?.canonicalize().ok()?;
+    let libc = loader.parent()?.join("libc.so.6");
+    libc.is_file().then_some(libc)
+}
+
+/// Opens `path` only if it is a regular file, without blocking: a FIFO or a device named as
+/// a program or a `#!` interpreter must not hang the command.
+fn open_regular(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> usize {
     let mut n = 0;
     while n < buf.len() {
@@ -169,9 +254,48 @@ fn interpreters(head: &[u8], path_var: Option<&OsStr>) -> Vec<PathBuf> {
     found
 }
 
+/// The machine this command (and the library it carries) is built for.
+const THIS_MACHINE: &str = if cfg!(target_arch = "x86_64") {
+    "x86_64"
+} else if cfg!(target_arch = "aarch64") {
+    "aarch64"
+} else {
+    std::env::consts::ARCH
+};
+const EM_386: u16 = 3;
+const EM_ARM: u16 = 40;
+const EM_X86_64: u16 = 62;
+const EM_AARCH64: u16 = 183;
+
+/// What a program is, when the library cannot load into it: 32-bit, or another machine.
+fn foreign(elf: &ElfFacts) -> Option<String> {
+    let this = match THIS_MACHINE {
+        "x86_64" => EM_X86_64,
+        "aarch64" => EM_AARCH64,
+        _ => return None,
+    };
+    if elf.machine == this && elf.wide {
+        return None;
+    }
+    Some(match (elf.machine, elf.wide) {
+        (EM_386, _) => "a 32-bit x86 program".to_string(),
+        (EM_ARM, _) => "a 32-bit ARM program".to_string(),
+        (EM_X86_64, true) => "an x86_64 program".to_string(),
+        (EM_AARCH64, true) => "an aarch64 program".to_string(),
+        (m, false) => format!("a 32-bit program (machine {m})"),
+        (m, true) => format!("a program for another machine ({m})"),
+    })
+}
+
 struct ElfFacts {
     has_interp: bool,
+    /// The dynamic loader it names (PT_INTERP), which tells glibc from musl.
+    interp: Vec<u8>,
     go: bool,
+    /// 64-bit (ELFCLASS64).
+    wide: bool,
+    /// e_machine.
+    machine: u16,
 }
 
 const PT_INTERP: u32 = 3;
@@ -249,9 +373,22 @@ fn elf_facts(f: &mut File) -> Option<ElfFacts> {
         return None;
     }
     let ph = read_at(f, phoff, phentsize as usize * phnum as usize)?;
-    let has_interp = ph
+    let interp_ph = ph
         .chunks_exact(phentsize as usize)
-        .any(|e| u32_at(e, 0) == PT_INTERP);
+        .find(|e| u32_at(e, 0) == PT_INTERP);
+    let has_interp = interp_ph.is_some();
+    let interp = interp_ph
+        .and_then(|e| {
+            let (off, size) = (word(e, 0x08, 0x04), word(e, 0x20, 0x10));
+            (size <= 4096).then_some(())?;
+            read_at(f, off, size as usize)
+        })
+        .map(|mut v| {
+            v.retain(|b| *b != 0);
+            v
+        })
+        .unwrap_or_default();
+    let machine = u16_at(&h, 0x12);
 
     // Go's linker names its build-id note and build-info section in every binary it
     // writes, stripped or not.
@@ -270,7 +407,13 @@ fn elf_facts(f: &mut File) -> Option<ElfFacts> {
             }
         }
     }
-    Some(ElfFacts { has_interp, go })
+    Some(ElfFacts {
+        has_interp,
+        interp,
+        go,
+        wide,
+        machine,
+    })
 }
 
 #[cfg(target_os = "linux")]

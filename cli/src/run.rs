@@ -116,31 +116,51 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
         say!("reuse run: --hold needs Linux (SOCK_SEQPACKET hand-over)");
         return 2;
     }
-    let lib = match lib_path::find(std::env::var_os("REUSE_LIB").as_deref()) {
-        Ok(p) => p,
+    let program = &req.command[0];
+    let path_var = std::env::var_os("PATH");
+    let wants = reach::libc_of(program, path_var.as_deref());
+    let reuse_lib = std::env::var_os("REUSE_LIB");
+    let lib = match lib_path::find(reuse_lib.as_deref(), wants) {
+        Ok(c) => c,
         Err(e) => {
             say!("reuse run: {e}");
             return 1;
         }
     };
-    let preload = lib_path::prepend(std::env::var_os(lib_path::PRELOAD_VAR).as_deref(), &lib);
-    req.set.push((lib_path::PRELOAD_VAR, preload));
-    let env = child_env(&req.set);
-    let cfg = match effective_config(&env) {
+    let cfg = match effective_config(&child_env(&req.set)) {
         Ok(c) => c,
         Err(msg) => {
             say!("reuse run: {msg}");
             return 2;
         }
     };
-    let program = &req.command[0];
-    let path_var = first_value(&env, "PATH").cloned();
     let speak = cfg.log != Level::Off && cfg.log >= Level::Warn;
+    let mut warnings = reach::check(program, path_var.as_deref());
+    let (lib_warnings, unloadable) = library_warnings(&lib, wants, reuse_lib.is_some());
+    warnings.extend(lib_warnings);
+    let too_old = glibc_too_old(&lib.path, program, path_var.as_deref());
+    let unloadable = unloadable || too_old.is_some();
+    warnings.extend(too_old);
     if speak {
-        for w in reach::check(program, path_var.as_deref()) {
+        for w in &warnings {
             say!("reuse run: warning: {w}");
         }
     }
+    // A library the program's loader would refuse is not preloaded: glibc's and musl's
+    // loaders stop a program whose preload they cannot load, and the program is better off
+    // running without reuse than not at all.
+    if unloadable {
+        if speak {
+            say!("reuse run: warning: running it without libreuse");
+        }
+    } else {
+        let preload = lib_path::prepend(
+            std::env::var_os(lib_path::PRELOAD_VAR).as_deref(),
+            &lib.path,
+        );
+        req.set.push((lib_path::PRELOAD_VAR, preload));
+    }
+    let env = child_env(&req.set);
 
     let mut cmd = Command::new(program);
     cmd.args(&req.command[1..]);
@@ -175,6 +195,87 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
             126
         }
     }
+}
+
+/// What is wrong with the library about to be preloaded, for this program: built for the
+/// other C library or another machine, a path LD_PRELOAD cannot carry, another version than
+/// this command's. True with the warnings when the program's loader could not load it.
+fn library_warnings(
+    lib: &lib_path::Chosen,
+    wants: Option<lib_path::Libc>,
+    overridden: bool,
+) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    let mut unloadable = false;
+    let shown = lib.path.display();
+    if let (Some(have), Some(want)) = (lib.libc, wants) {
+        if have != want {
+            unloadable = true;
+            out.push(format!(
+                "{shown} is built for {}, and the program runs on {}: its loader cannot load it. \
+                 Use a reuse that carries both (the release archives), or set REUSE_LIB to a {} build",
+                have.name(),
+                want.name(),
+                want.name()
+            ));
+        }
+    }
+    if lib
+        .path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| b" \t\n:".contains(b))
+    {
+        unloadable = true;
+        out.push(format!(
+            "{shown} has a blank or a colon in its path, which LD_PRELOAD splits on: the loader cannot find it. \
+             Move it, or set REUSE_LIB to a path without them"
+        ));
+    }
+    if !cfg!(target_vendor = "apple") && !lib_path::is_loadable_here(&lib.path) {
+        unloadable = true;
+        out.push(format!(
+            "{shown} is not a shared library for this machine ({}): the loader cannot load it",
+            std::env::consts::ARCH
+        ));
+    }
+    match lib_path::version_of_library(&lib.path) {
+        Some(v) if v == lib_path::version() => {}
+        Some(v) => out.push(format!(
+            "{shown} is libreuse {v}, and this reuse is {}{}",
+            lib_path::version(),
+            if overridden { " (REUSE_LIB)" } else { "" }
+        )),
+        None => out.push(format!(
+            "{shown} carries no libreuse version mark: it is a build older than this reuse ({}), or not libreuse",
+            lib_path::version()
+        )),
+    }
+    (out, unloadable)
+}
+
+/// When the program's glibc is older than the library needs, the loader would refuse the
+/// library ("version GLIBC_2.x not found") and stop the program: said before that happens.
+fn glibc_too_old(
+    lib: &std::path::Path,
+    program: &OsStr,
+    path_var: Option<&OsStr>,
+) -> Option<String> {
+    let libc = reach::glibc_of(program, path_var)?;
+    let (have, need) = (reach::newest_glibc(&libc)?, reach::newest_glibc(lib)?);
+    (need > have).then(|| {
+        format!(
+            "{} needs GLIBC_{}.{}, which the program's glibc ({}) does not provide (its newest is GLIBC_{}.{}): \
+             its loader would refuse to start the program. Use a reuse built for older systems (the release archives need glibc 2.17)",
+            lib.display(),
+            need.0,
+            need.1,
+            libc.display(),
+            have.0,
+            have.1
+        )
+    })
 }
 
 /// Checks one flag's value with the library's parser; clap reports an error with the

@@ -33,6 +33,23 @@ impl Endpoint {
             Endpoint::V6(a, _) => *a == [0; 16],
         }
     }
+
+    /// The IPv4 address of an IPv4 endpoint, or of an IPv4-mapped IPv6 one (::ffff:a.b.c.d).
+    pub fn v4(&self) -> Option<[u8; 4]> {
+        match self {
+            Endpoint::V4(a, _) => Some(*a),
+            Endpoint::V6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d], _) => {
+                Some([*a, *b, *c, *d])
+            }
+            Endpoint::V6(..) => None,
+        }
+    }
+
+    /// A link-local IPv6 address (fe80::/10): the one kind whose scope id the kernel uses
+    /// to tell apart binds of the same address.
+    pub fn is_link_local(&self) -> bool {
+        matches!(self, Endpoint::V6([0xfe, b, ..], _) if b & 0xc0 == 0x80)
+    }
 }
 
 impl fmt::Display for Endpoint {

@@ -27,11 +27,47 @@ pub struct Request {
 }
 
 impl Request {
-    /// Whether two requests name the same socket: the kernel would refuse the second bind
-    /// of these while the first exists, and reuse hands over the same socket.
+    /// Which held socket answers this request: requests with the same key get the same
+    /// socket. IPV6_V6ONLY counts for IPv6 only, and the scope id for link-local addresses
+    /// only: the kernel ignores it elsewhere, and a sockaddr_in6 left unzeroed must not make
+    /// a second socket (or stand in the way of the first).
     pub fn key(&self) -> (Endpoint, bool, u32) {
         let v6only = self.endpoint.is_v6() && self.v6only;
-        (self.endpoint, v6only, self.scope_id)
+        let scope = if self.endpoint.is_link_local() {
+            self.scope_id
+        } else {
+            0
+        };
+        (self.endpoint, v6only, scope)
+    }
+
+    /// Whether the kernel would refuse one of these binds while the other's socket exists:
+    /// the same port, and addresses that overlap (equal, a wildcard of the same family, an
+    /// IPv4-mapped address and its IPv4 one, or the dual-stack IPv6 wildcard over IPv4).
+    pub fn conflicts(&self, other: &Request) -> bool {
+        if self.endpoint.port() != other.endpoint.port() {
+            return false;
+        }
+        let dual = |r: &Request| r.endpoint.is_v6() && !r.v6only;
+        // The IPv4 side of a request: its own, or a mapped one on a dual-stack socket.
+        let v4 = |r: &Request| match r.endpoint {
+            Endpoint::V4(..) => r.endpoint.v4(),
+            Endpoint::V6(..) if dual(r) => r.endpoint.v4(),
+            Endpoint::V6(..) => None,
+        };
+        let v6_any_dual = |r: &Request| dual(r) && r.endpoint.is_any();
+        if v6_any_dual(self) || v6_any_dual(other) {
+            return true;
+        }
+        match (self.endpoint, other.endpoint) {
+            (Endpoint::V6(x, _), Endpoint::V6(y, _)) => {
+                x == [0; 16] || y == [0; 16] || (x == y && self.key().2 == other.key().2)
+            }
+            _ => match (v4(self), v4(other)) {
+                (Some(a), Some(b)) => a == b || a == [0; 4] || b == [0; 4],
+                _ => false,
+            },
+        }
     }
 }
 
@@ -229,6 +265,54 @@ mod tests {
                 prop_assert_eq!(&r.encode()[..], &b[..]);
             }
         }
+    }
+
+    fn r(endpoint: Endpoint, v6only: bool, scope_id: u32) -> Request {
+        Request {
+            endpoint,
+            v6only,
+            scope_id,
+        }
+    }
+
+    #[test]
+    fn keys_and_conflicts_follow_the_kernel() {
+        let lo6 = {
+            let mut a = [0u8; 16];
+            a[15] = 1;
+            a
+        };
+        let ll = {
+            let mut a = [0u8; 16];
+            a[0] = 0xfe;
+            a[1] = 0x80;
+            a[15] = 1;
+            a
+        };
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+        // The scope id counts for link-local addresses only.
+        assert_eq!(
+            r(Endpoint::V6(lo6, 80), false, 0).key(),
+            r(Endpoint::V6(lo6, 80), false, 7).key()
+        );
+        assert_ne!(
+            r(Endpoint::V6(ll, 80), false, 2).key(),
+            r(Endpoint::V6(ll, 80), false, 3).key()
+        );
+        assert!(!r(Endpoint::V6(ll, 80), false, 2).conflicts(&r(Endpoint::V6(ll, 80), false, 3)));
+        assert!(r(Endpoint::V6(lo6, 80), false, 0).conflicts(&r(Endpoint::V6(lo6, 80), false, 9)));
+        // nginx's dual-stack pair does not conflict; a dual-stack wildcard does.
+        let v4any = r(Endpoint::V4([0; 4], 80), false, 0);
+        let v6only = r(Endpoint::V6([0; 16], 80), true, 0);
+        let dual = r(Endpoint::V6([0; 16], 80), false, 0);
+        assert!(!v4any.conflicts(&v6only) && !v6only.conflicts(&v4any));
+        assert!(v4any.conflicts(&dual) && dual.conflicts(&v4any));
+        // An IPv4-mapped address is its IPv4 address.
+        let lo4 = r(Endpoint::V4([127, 0, 0, 1], 80), false, 0);
+        assert!(lo4.conflicts(&r(Endpoint::V6(mapped, 80), false, 0)));
+        assert!(lo4.conflicts(&v4any));
+        assert!(!lo4.conflicts(&r(Endpoint::V4([127, 0, 0, 2], 80), false, 0)));
+        assert!(!lo4.conflicts(&r(Endpoint::V4([127, 0, 0, 1], 81), false, 0)));
     }
 
     #[test]

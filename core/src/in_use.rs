@@ -8,6 +8,9 @@ use crate::decision::Transport;
 use crate::endpoint::Endpoint;
 use crate::proc_net::PortSummary;
 
+/// The program name given to a holder that is a `reuse run --hold` command.
+pub const HOLD_COMMAND: &str = "reuse run --hold";
+
 /// A process found holding the port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holder<'a> {
@@ -24,6 +27,11 @@ pub enum Cause<'a> {
         transport: Transport,
         uid: u32,
         holder: Option<Holder<'a>>,
+    },
+    /// A `reuse run --hold` command holds the port's listening socket, for the servers it
+    /// runs.
+    HeldByReuse {
+        pid: i32,
     },
     /// TIME_WAIT sockets left by an instance that ran without SO_REUSEADDR (this bind had
     /// it): Linux lets a bind pass them only when both sides set it.
@@ -47,6 +55,9 @@ impl<'a> Cause<'a> {
         applied_addr: bool,
         holder: Option<Holder<'a>>,
     ) -> Cause<'a> {
+        if let Some(h) = holder.filter(|h| h.program == HOLD_COMMAND) {
+            return Cause::HeldByReuse { pid: h.pid };
+        }
         if let Some(&(_, uid)) = summary.listener_inodes().first() {
             return Cause::Live {
                 transport,
@@ -83,6 +94,10 @@ impl<'a> Cause<'a> {
                 w,
                 "a live {} of uid {uid} (process not visible to this user) holds this port",
                 live_noun(transport)
+            ),
+            Cause::HeldByReuse { pid } => write!(
+                w,
+                "`reuse run --hold` (PID {pid}) holds this port for the servers it runs, and this process did not get the held socket (see the line before); run it under that command, or stop the command to free the port"
             ),
             Cause::TimeWaitFromPlainInstance { count, seconds } => write!(
                 w,

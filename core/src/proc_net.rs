@@ -108,23 +108,6 @@ pub fn parse_line(line: &[u8]) -> Option<TcpEntry> {
     })
 }
 
-fn v4_of(e: &Endpoint) -> Option<[u8; 4]> {
-    match e {
-        Endpoint::V4(a, _) => Some(*a),
-        Endpoint::V6(a, _) if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff => {
-            Some([a[12], a[13], a[14], a[15]])
-        }
-        Endpoint::V6(..) => None,
-    }
-}
-
-fn is_any(e: &Endpoint) -> bool {
-    match e {
-        Endpoint::V4(a, _) => *a == [0; 4],
-        Endpoint::V6(a, _) => *a == [0; 16],
-    }
-}
-
 /// Whether a socket bound at `held` can stand in the way of a bind to `wanted` (same port,
 /// and addresses that overlap: equal, or one of them the wildcard). A v6 wildcard is
 /// counted as dual-stack, which is Linux's default.
@@ -132,16 +115,16 @@ pub fn overlaps(held: &Endpoint, wanted: &Endpoint) -> bool {
     if held.port() != wanted.port() {
         return false;
     }
-    if is_any(held) || is_any(wanted) {
+    if held.is_any() || wanted.is_any() {
         return match (held, wanted) {
             (Endpoint::V4(..), Endpoint::V4(..)) | (Endpoint::V6(..), Endpoint::V6(..)) => true,
             // A v4 wildcard does not cover a native v6 address, nor the reverse, but the
             // v6 wildcard covers every v4 address.
-            (Endpoint::V6(..), Endpoint::V4(..)) => is_any(held),
-            (Endpoint::V4(..), Endpoint::V6(..)) => is_any(wanted) || v4_of(wanted).is_some(),
+            (Endpoint::V6(..), Endpoint::V4(..)) => held.is_any(),
+            (Endpoint::V4(..), Endpoint::V6(..)) => wanted.is_any() || wanted.v4().is_some(),
         };
     }
-    match (v4_of(held), v4_of(wanted)) {
+    match (held.v4(), wanted.v4()) {
         (Some(a), Some(b)) => a == b,
         (None, None) => held == wanted,
         _ => false,

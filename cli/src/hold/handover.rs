@@ -16,6 +16,7 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,8 @@ use crate::procfs;
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; beyond that the oldest is dropped.
 const MAX_CONNS: usize = 256;
-/// How long looking for a live holder of a held socket may take before reuse hands it over.
-const SCAN_LIMIT: Duration = Duration::from_millis(500);
+/// How long looking for a live holder of a held socket may take (then it counts as in use).
+const SCAN_LIMIT: Duration = Duration::from_secs(2);
 
 type Key = (Endpoint, bool, u32);
 
@@ -69,6 +70,8 @@ pub struct Server {
     conns: Vec<Conn>,
     uid: u32,
     me: i32,
+    /// Processes the library confirmed it gave a held socket to.
+    takers: Vec<i32>,
     /// Lines at the default level (the first hold of each address); off with --log error.
     speak: bool,
     /// Every hand-over too (--log info).
@@ -101,7 +104,7 @@ fn set_int(fd: RawFd, level: i32, name: i32, v: i32) -> io::Result<()> {
 /// A listening socket for `req`, with SO_REUSEADDR (so the instances' connections left in
 /// TIME_WAIT never stand in its way) and what `--options` asks: SO_REUSEPORT, SO_LINGER
 /// (which the connections accepted from it inherit).
-fn open_listener(req: &Request, options: &Options) -> io::Result<OwnedFd> {
+fn open_listener(req: &Request, options: &Options, reuseport: bool) -> io::Result<OwnedFd> {
     let family = match req.endpoint {
         Endpoint::V4(..) => libc::AF_INET,
         Endpoint::V6(..) => libc::AF_INET6,
@@ -116,7 +119,7 @@ fn open_listener(req: &Request, options: &Options) -> io::Result<OwnedFd> {
     };
     let raw = fd.as_raw_fd();
     set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    if options.port {
+    if options.port || reuseport {
         set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
     if let Some(seconds) = options.linger {
@@ -241,23 +244,6 @@ fn someone_else_listens(req: &Request, ours: &[u64]) -> bool {
     })
 }
 
-/// Whether two requests' addresses overlap as the kernel sees binds to one port: equal, a
-/// wildcard of the same family, or the dual-stack IPv6 wildcard (V6ONLY off) over IPv4.
-pub fn conflict(a: &Request, b: &Request) -> bool {
-    if a.endpoint.port() != b.endpoint.port() {
-        return false;
-    }
-    let dual = |r: &Request| r.endpoint.is_v6() && !r.v6only;
-    match (a.endpoint, b.endpoint) {
-        (Endpoint::V4(x, _), Endpoint::V4(y, _)) => x == y || x == [0; 4] || y == [0; 4],
-        (Endpoint::V6(x, _), Endpoint::V6(y, _)) => {
-            (x == y && a.scope_id == b.scope_id) || x == [0; 16] || y == [0; 16]
-        }
-        (Endpoint::V6(..), Endpoint::V4(..)) => dual(a) && a.endpoint.is_any(),
-        (Endpoint::V4(..), Endpoint::V6(..)) => dual(b) && b.endpoint.is_any(),
-    }
-}
-
 impl Server {
     pub fn new(
         listener: OwnedFd,
@@ -281,6 +267,7 @@ impl Server {
             // SAFETY: geteuid and getpid cannot fail.
             uid: unsafe { libc::geteuid() },
             me: std::process::id() as i32,
+            takers: Vec::new(),
             speak,
             verbose,
             seen,
@@ -309,6 +296,14 @@ impl Server {
                 events: libc::POLLIN,
                 revents: 0,
             })
+            // The held sockets too, for POLLHUP alone (which poll reports whatever is
+            // asked): a server that calls shutdown() on its listener (socat does, when it
+            // stops) ends it for everyone, and reuse listens again at once.
+            .chain(self.held.iter().map(|h| libc::pollfd {
+                fd: h.fd.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            }))
             .collect();
         // SAFETY: fds is a valid array of that length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -318,6 +313,19 @@ impl Server {
             }
             return;
         }
+        let conns = self.conns.len();
+        let hung: Vec<usize> = fds
+            .iter()
+            .skip(1 + conns)
+            .enumerate()
+            .filter(|(_, p)| p.revents & libc::POLLHUP != 0)
+            .map(|(i, _)| i)
+            .collect();
+        for at in hung {
+            let pid = self.me;
+            let _ = self.revive(at, pid);
+        }
+        fds.truncate(1 + conns);
         let ready: Vec<bool> = fds.iter().map(|p| p.revents != 0).collect();
         // Connections first (by position, before accepting adds any), then new ones.
         let mut done = Vec::new();
@@ -424,8 +432,11 @@ impl Server {
                 self.answer(i, fd, pid, &req)
             }
             (State::Confirming(key), Some(Message::Installed)) => {
-                let key = *key;
+                let (key, pid) = (*key, c.pid);
                 self.unpend(&key);
+                if !self.takers.contains(&pid) {
+                    self.takers.push(pid);
+                }
                 if let Some(c) = self.conns.get_mut(i) {
                     c.state = State::Asking;
                 }
@@ -464,7 +475,13 @@ impl Server {
                     send_reply(conn, reply, None);
                     return false;
                 }
-                at
+                match self.revive(at, pid) {
+                    Ok(at) => at,
+                    Err(e) => {
+                        send_reply(conn, Reply::Fail(e), None);
+                        return false;
+                    }
+                }
             }
             None => match self.hold_new(req, pid) {
                 Ok(at) => at,
@@ -491,23 +508,131 @@ impl Server {
         true
     }
 
+    /// Makes the socket for `req` in place of held sockets `ours`, with no moment in which
+    /// the port is free: the old sockets and the new one share this user's SO_REUSEPORT group
+    /// while the new one is made (the kernel lets no other user in, where closing first
+    /// would let anyone bind), then the old ones close.
+    fn replace(&mut self, ours: &[usize], req: &Request) -> io::Result<OwnedFd> {
+        for &k in ours {
+            if let Some(h) = self.held.get(k) {
+                let _ = set_int(h.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+            }
+        }
+        let made = open_listener(req, &self.options, true);
+        if made.is_err() {
+            for &k in ours {
+                if let Some(h) = self.held.get(k).filter(|_| !self.options.port) {
+                    let _ = set_int(h.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0);
+                }
+            }
+            return made;
+        }
+        for &k in ours.iter().rev() {
+            if k < self.held.len() {
+                let old = self.held.remove(k);
+                say!(
+                    "reuse[{}]: no longer holding {}: replaced by {}",
+                    self.me,
+                    old.request.endpoint,
+                    req.endpoint
+                );
+            }
+        }
+        if let (Ok(fd), false) = (&made, self.options.port) {
+            let _ = set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0);
+        }
+        made
+    }
+
     /// Whether held socket `at` is in use: handed over and not yet confirmed, or open in a
-    /// live process other than reuse.
-    fn taken(&self, at: usize) -> bool {
-        self.held.get(at).is_some_and(|h| {
-            h.pending > 0 || procfs::holder_other_than(h.inode, self.me, SCAN_LIMIT).is_some()
-        })
+    /// process other than reuse. The processes that can have it are COMMAND's tree (reuse is
+    /// its subreaper, so even an orphaned worker stays in it) and the processes it was handed
+    /// to; one of those whose descriptors cannot be read, or a look that takes too long,
+    /// counts as having it: two live instances must never share one socket by a guess.
+    fn taken(&mut self, at: usize) -> bool {
+        let Some(h) = self.held.get(at) else {
+            return false;
+        };
+        if h.pending > 0 {
+            return true;
+        }
+        self.takers
+            .retain(|p| Path::new(&format!("/proc/{p}")).exists());
+        let mut pids = procfs::descendants(self.me);
+        for p in &self.takers {
+            if !pids.contains(p) {
+                pids.push(*p);
+            }
+        }
+        match procfs::who_holds(h.inode, &pids, SCAN_LIMIT) {
+            procfs::Holding::Nobody => false,
+            procfs::Holding::Pid(p) => {
+                if self.verbose {
+                    say!(
+                        "reuse[{}]: {} is in use by PID {p}",
+                        self.me,
+                        h.request.endpoint
+                    );
+                }
+                true
+            }
+            procfs::Holding::Unsure(why) => {
+                if self.speak {
+                    say!(
+                        "reuse[{}]: {}: counted as in use: {why}",
+                        self.me,
+                        h.request.endpoint
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// Listens again on held socket `at` if a server shut it down (socat calls shutdown()
+    /// on its listener when it stops), or makes it anew; its index, or the errno.
+    fn revive(&mut self, at: usize, pid: i32) -> Result<usize, i32> {
+        let Some(h) = self.held.get(at) else {
+            return Err(libc::EIO);
+        };
+        let fd = h.fd.as_raw_fd();
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len outlive the call and len is v's size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        // SAFETY: listen on a socket of ours.
+        if (rc == 0 && v != 0) || unsafe { libc::listen(fd, libc::SOMAXCONN) } == 0 {
+            return Ok(at);
+        }
+        let req = h.request;
+        if self.speak {
+            say!(
+                "reuse[{}]: {} was shut down by a server; making it anew",
+                self.me,
+                req.endpoint
+            );
+        }
+        self.held.remove(at);
+        self.hold_new(&req, pid)
     }
 
     /// Makes the listening socket for a new address; the index of its entry, or the errno.
     fn hold_new(&mut self, req: &Request, pid: i32) -> Result<usize, i32> {
-        let mut made = open_listener(req, &self.options);
+        let mut made = open_listener(req, &self.options, false);
         if matches!(&made, Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE)) {
             // Maybe in the way of held sockets of ours (the server moved to another address
             // between restarts): replace those, but only if none is in use and nothing else
             // stands in the way, so a request that fails anyway costs no held socket.
             let ours: Vec<usize> = (0..self.held.len())
-                .filter(|&k| self.held.get(k).is_some_and(|h| conflict(&h.request, req)))
+                .filter(|&k| self.held.get(k).is_some_and(|h| h.request.conflicts(req)))
                 .collect();
             let inodes: Vec<u64> = ours
                 .iter()
@@ -517,29 +642,7 @@ impl Server {
                 && !ours.iter().any(|&k| self.taken(k))
                 && !someone_else_listens(req, &inodes)
             {
-                let old: Vec<Held> = ours.iter().rev().map(|&k| self.held.remove(k)).collect();
-                let requests: Vec<Request> = old.iter().map(|h| h.request).collect();
-                drop(old);
-                made = open_listener(req, &self.options);
-                for r in &requests {
-                    if made.is_ok() {
-                        say!(
-                            "reuse[{}]: no longer holding {}: replaced by {}",
-                            self.me,
-                            r.endpoint,
-                            req.endpoint
-                        );
-                    } else if let Ok(fd) = open_listener(r, &self.options) {
-                        // Lost in a race after all: put the old address back.
-                        let inode = procfs::inode_of(fd.as_fd()).unwrap_or(0);
-                        self.held.push(Held {
-                            request: *r,
-                            fd,
-                            inode,
-                            pending: 0,
-                        });
-                    }
-                }
+                made = self.replace(&ours, req);
             }
         }
         match made {
@@ -575,33 +678,5 @@ impl Server {
                 Err(e.raw_os_error().unwrap_or(libc::EIO))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(endpoint: Endpoint, v6only: bool) -> Request {
-        Request {
-            endpoint,
-            v6only,
-            scope_id: 0,
-        }
-    }
-
-    #[test]
-    fn nginx_dual_stack_addresses_do_not_conflict() {
-        let v4 = r(Endpoint::V4([0; 4], 80), false);
-        let v6only = r(Endpoint::V6([0; 16], 80), true);
-        let dual = r(Endpoint::V6([0; 16], 80), false);
-        assert!(!conflict(&v4, &v6only) && !conflict(&v6only, &v4));
-        assert!(conflict(&v4, &dual) && conflict(&dual, &v4));
-        assert!(conflict(&r(Endpoint::V4([127, 0, 0, 1], 80), false), &v4));
-        assert!(!conflict(
-            &r(Endpoint::V4([127, 0, 0, 1], 80), false),
-            &r(Endpoint::V4([127, 0, 0, 2], 80), false)
-        ));
-        assert!(!conflict(&v4, &r(Endpoint::V4([0; 4], 81), false)));
     }
 }

@@ -106,6 +106,21 @@ fn forward_signals(set: libc::sigset_t) {
     }
 }
 
+/// Waits for COMMAND (`pid`) to end, reaping the orphans adopted meanwhile; its status.
+fn wait_for(pid: i32) -> std::process::ExitStatus {
+    loop {
+        let mut status = 0;
+        // SAFETY: status outlives the call.
+        let got = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if got == pid {
+            return std::process::ExitStatus::from_raw(status);
+        }
+        if got < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return std::process::ExitStatus::from_raw(1 << 8);
+        }
+    }
+}
+
 /// What hold mode was asked.
 pub struct Asked {
     pub options: Options,
@@ -151,7 +166,12 @@ pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, asked: Asked) -> i32 
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
+    // COMMAND's orphans (a worker whose master was killed) become reuse's children instead
+    // of init's: the processes that can hold a held socket stay in one tree, which the
+    // hand-over server looks through, and reuse reaps them.
+    // SAFETY: a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             say!("reuse run: cannot run {:?}: {e}", cmd.get_program());
@@ -165,13 +185,8 @@ pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, asked: Asked) -> i32 
     CHILD.store(child.id() as i32, Ordering::SeqCst);
     // Only now: a signal that came before COMMAND existed stayed pending, and goes to it.
     std::thread::spawn(move || forward_signals(set));
-    let status = loop {
-        match child.wait() {
-            Ok(s) => break s,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break std::process::ExitStatus::from_raw(1 << 8),
-        }
-    };
+    let status = wait_for(child.id() as i32);
+    std::mem::forget(child);
     CHILD.store(0, Ordering::SeqCst);
     if asked.speak {
         let bound = seen.lock().map(|s| s.ports.clone()).unwrap_or_default();

@@ -12,6 +12,8 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use crate::safe_dir::unsafe_because;
 use std::path::{Path, PathBuf};
 
 use crate::out::say;
@@ -20,41 +22,6 @@ use crate::out::say;
 pub struct Rendezvous {
     dir: PathBuf,
     pub socket: PathBuf,
-}
-
-/// Why a folder may not hold the rendezvous.
-pub fn unsafe_because(dir: &Path, uid: u32) -> Option<String> {
-    let meta = match std::fs::metadata(dir) {
-        Ok(m) => m,
-        Err(e) => return Some(format!("{}: {e}", dir.display())),
-    };
-    if !meta.is_dir() {
-        return Some(format!("{} is not a folder", dir.display()));
-    }
-    let mut at = Some(dir);
-    while let Some(d) = at {
-        let m = match std::fs::metadata(d) {
-            Ok(m) => m,
-            Err(e) => return Some(format!("{}: {e}", d.display())),
-        };
-        if m.uid() != uid && m.uid() != 0 {
-            return Some(format!(
-                "{} belongs to uid {}, not to this user (uid {uid}) or root",
-                d.display(),
-                m.uid()
-            ));
-        }
-        let mode = m.permissions().mode();
-        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-            return Some(format!(
-                "{} can be written by other users (mode {:o}) and is not sticky",
-                d.display(),
-                mode & 0o7777
-            ));
-        }
-        at = d.parent();
-    }
-    None
 }
 
 impl Rendezvous {
@@ -75,6 +42,15 @@ impl Rendezvous {
                 refused.push(format!("{name} is not an absolute path"));
                 continue;
             }
+            // Checked and used as the real path: a symlink on the way (which its owner could
+            // point elsewhere after the check) is resolved once, here.
+            let dir = match dir.canonicalize() {
+                Ok(d) => d,
+                Err(e) => {
+                    refused.push(format!("{name}: {}: {e}", dir.display()));
+                    continue;
+                }
+            };
             match unsafe_because(&dir, uid) {
                 None => {
                     for why in &refused {
@@ -131,24 +107,5 @@ impl Drop for Rendezvous {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tmp_is_safe_and_a_world_writable_folder_is_not() {
-        let uid = unsafe { libc::geteuid() };
-        assert_eq!(unsafe_because(Path::new("/tmp"), uid), None);
-        let d = std::env::temp_dir().join(format!("reuse-rdv-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(unsafe_because(&d, uid).unwrap().contains("not sticky"));
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert_eq!(unsafe_because(&d, uid), None);
-        assert!(unsafe_because(&d, uid + 1).is_some() || uid == 0);
-        std::fs::remove_dir(&d).unwrap();
     }
 }
