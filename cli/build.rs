@@ -89,12 +89,16 @@ fn build_library(repo: &Path, out: &Path, target: &str) -> Option<PathBuf> {
         .arg(repo.join("Cargo.toml"));
     // The library's own flags (.cargo/config.toml: -crt-static for musl), not the command's
     // (a static musl command is built with +crt-static, which makes no shared library).
+    // Nor what runs the command's build through clippy.
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_RUSTFLAGS",
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
+        "CLIPPY_CONF_DIR",
     ] {
         c.env_remove(var);
     }

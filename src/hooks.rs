@@ -371,6 +371,17 @@ fn apply(fd: c_int, ep: &Endpoint, o: &Options) {
 mod interpose {
     use super::*;
 
+    // The names programs call, declared here rather than taken from the libc crate: on
+    // x86_64 macOS the crate binds `close` to `close$NOCANCEL`, and interposing that would
+    // leave every program's `close` alone.
+    extern "C" {
+        fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+        fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+        fn close(fd: c_int) -> c_int;
+        fn dup(fd: c_int) -> c_int;
+        fn dup2(old: c_int, new: c_int) -> c_int;
+    }
+
     #[repr(C)]
     pub struct Interpose {
         replacement: *const c_void,
@@ -384,23 +395,23 @@ mod interpose {
     static INTERPOSE: [Interpose; 5] = [
         Interpose {
             replacement: reuse_socket as *const c_void,
-            original: libc::socket as *const c_void,
+            original: socket as *const c_void,
         },
         Interpose {
             replacement: reuse_bind as *const c_void,
-            original: libc::bind as *const c_void,
+            original: bind as *const c_void,
         },
         Interpose {
             replacement: reuse_close as *const c_void,
-            original: libc::close as *const c_void,
+            original: close as *const c_void,
         },
         Interpose {
             replacement: reuse_dup as *const c_void,
-            original: libc::dup as *const c_void,
+            original: dup as *const c_void,
         },
         Interpose {
             replacement: reuse_dup2 as *const c_void,
-            original: libc::dup2 as *const c_void,
+            original: dup2 as *const c_void,
         },
     ];
 }

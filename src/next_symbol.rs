@@ -202,12 +202,13 @@ impl Table {
             return 0;
         }
         let buckets = (bloom as *const u32).add(bloom_size as usize * (word_bits as usize / 32));
-        let mut i = *buckets.add((h % nbuckets) as usize);
+        let i = *buckets.add((h % nbuckets) as usize);
         if i < symoffset {
             return 0;
         }
         let chain = buckets.add(nbuckets as usize);
-        for _ in 0..1 << 20 {
+        // The chain of this bucket, to its last entry (low bit set); bounded all the same.
+        for i in (i..).take(1 << 20) {
             let h2 = *chain.add((i - symoffset) as usize);
             if h | 1 == h2 | 1 {
                 let a = self.matches(i as usize, name);
@@ -218,7 +219,6 @@ impl Table {
             if h2 & 1 != 0 {
                 break;
             }
-            i += 1;
         }
         0
     }

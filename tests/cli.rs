@@ -559,20 +559,54 @@ fn lib_is_found_beside_the_command_and_in_lib_next_to_it() {
     let bin = dir.path("bin/reuse");
     std::fs::copy(reuse_bin(), &bin).unwrap();
 
-    let o = run(common::command(&bin, false).arg("lib"));
-    assert_eq!(o.status.code(), Some(1), "nothing installed yet");
-    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    let cache = dir.path("cache");
+    let lib_of = |bin: &Path| {
+        let o = run(common::command(bin, false)
+            .env("XDG_CACHE_HOME", &cache)
+            .arg("lib"));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        PathBuf::from(stdout(&o).trim())
+    };
+    // Nothing beside it: the copy the command carries, written to the cache once.
+    let carried = lib_of(&bin);
+    assert!(
+        carried.starts_with(cache.join("reuse")),
+        "{}",
+        carried.display()
+    );
+    let mark = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        let at = b
+            .windows(18)
+            .position(|w| w == b"libreuse-version: ")
+            .unwrap();
+        let end = b[at..].iter().position(|c| *c == b'\n').unwrap();
+        String::from_utf8_lossy(&b[at..at + end]).to_string()
+    };
+    assert_eq!(
+        mark(&carried),
+        mark(&lib()),
+        "the same version as the built library"
+    );
+    let mode = std::fs::metadata(cache.join("reuse"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the cache folder is private");
+    assert_eq!(lib_of(&bin), carried, "written once, found again");
 
     std::fs::copy(lib(), dir.path("lib/libreuse.so")).unwrap();
-    let o = run(common::command(&bin, false).arg("lib"));
     let want = dir.path("lib/libreuse.so").canonicalize().unwrap();
-    assert_eq!(stdout(&o).trim(), want.to_str().unwrap());
+    assert_eq!(
+        lib_of(&bin),
+        want,
+        "a library in ../lib comes before the carried one"
+    );
 
     // Beside the command comes first.
     std::fs::copy(lib(), dir.path("bin/libreuse.so")).unwrap();
-    let o = run(common::command(&bin, false).arg("lib"));
     let want = dir.path("bin/libreuse.so").canonicalize().unwrap();
-    assert_eq!(stdout(&o).trim(), want.to_str().unwrap());
+    assert_eq!(lib_of(&bin), want);
 }
 
 // ---------------------------------------------------------------- reuse doctor
@@ -949,16 +983,6 @@ fn shim_systemd_drop_in_preloads_the_library() {
 #[test]
 fn shim_dockerfile_snippet_installs_and_preloads_the_library() {
     let text = std::fs::read_to_string(shims().join("Dockerfile.reuse")).unwrap();
-    let env: Vec<(&str, &str)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("ENV "))
-        .map(|l| l.split_once('=').expect("ENV KEY=VALUE"))
-        .collect();
-    let preload = env
-        .iter()
-        .find(|(k, _)| *k == "LD_PRELOAD")
-        .expect("ENV LD_PRELOAD=...")
-        .1;
     let copies: Vec<Vec<&str>> = text
         .lines()
         .filter(|l| l.starts_with("COPY --from="))
@@ -972,20 +996,31 @@ fn shim_dockerfile_snippet_installs_and_preloads_the_library() {
         .iter()
         .find(|c| c[2].ends_with("/reuse"))
         .expect("COPY of the reuse command")[3];
-    assert_eq!(preload, lib_dest, "ENV LD_PRELOAD names the copied library");
-    // `reuse lib` in the image finds the library in ../lib beside the command.
+    // `reuse` in the image finds the library in ../lib beside the command.
     let bin_dir = Path::new(bin_dest).parent().unwrap();
     assert_eq!(
         bin_dir.parent().unwrap().join("lib/libreuse.so"),
         Path::new(lib_dest),
         "the library is not in ../lib beside {bin_dest}"
     );
-    let mut c = reuse();
-    for (k, v) in env.iter().filter(|(k, _)| k.starts_with("REUSE_")) {
-        c.env(k, v);
-    }
-    let o = run(c.args(["run", "--", "true"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        text.contains("ENTRYPOINT [\"reuse\", \"run\", \"--\"]"),
+        "the server runs under reuse run"
+    );
+    // The archive the stage unpacks is the one dist/release.sh names.
+    let release = std::fs::read_to_string(common::repo_root().join("dist/release.sh")).unwrap();
+    assert!(text.contains("reuse-${REUSE_VERSION}-x86_64-linux-musl.tar.gz"));
+    assert!(release.contains("archive x86_64-linux-musl"));
+    let version = std::fs::read_to_string(common::repo_root().join("Cargo.toml")).unwrap();
+    let version = version
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .unwrap()
+        .trim_end_matches('"');
+    assert!(
+        text.contains(&format!("ARG REUSE_VERSION={version}")),
+        "the Dockerfile names the current version"
+    );
 }
 
 /// With a variable in the environment twice, `reuse run` checks the entry the library reads

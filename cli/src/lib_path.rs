@@ -112,11 +112,14 @@ pub fn libc_of_library(path: &Path) -> Option<Libc> {
     if !bytes.starts_with(b"\x7fELF") {
         return None;
     }
+    // The NEEDED names, as they sit NUL-terminated in the string table: glibc's libc is
+    // libc.so.6; musl's is libc.so where musl-gcc links (Debian's musl-tools), or
+    // libc.musl-ARCH.so.1 on Alpine.
     let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    if has(b"libc.musl-") || has(b"ld-musl-") {
-        Some(Libc::Musl)
-    } else if has(b"libc.so.6") {
+    if has(b"\0libc.so.6\0") {
         Some(Libc::Gnu)
+    } else if has(b"\0libc.so\0") || has(b"\0libc.musl-") {
+        Some(Libc::Musl)
     } else {
         None
     }

@@ -26,7 +26,7 @@ struct job {
     int port, udp;
     double seconds;
     long binds, failed, tcp_without, udp_with;
-    int first_errno;
+    int first_errno, first_v6;
 };
 
 static double now(void) {
@@ -65,7 +65,10 @@ static void *worker(void *p) {
         }
         if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
             j->failed++;
-            if (!j->first_errno) j->first_errno = errno;
+            if (!j->first_errno) {
+                j->first_errno = errno;
+                j->first_v6 = v6;
+            }
         } else {
             j->binds++;
         }
@@ -102,17 +105,22 @@ int main(int argc, char **argv) {
     }
     long binds = 0, failed = 0, tw = 0, uw = 0;
     int first_errno = 0;
+    char where[64] = "-";
     for (int i = 0; i < n; i++) {
         pthread_join(t[i], NULL);
         binds += j[i].binds;
         failed += j[i].failed;
         tw += j[i].tcp_without;
         uw += j[i].udp_with;
-        if (!first_errno) first_errno = j[i].first_errno;
+        if (!first_errno && j[i].first_errno) {
+            first_errno = j[i].first_errno;
+            snprintf(where, sizeof where, "%s%s:%d", j[i].udp ? "udp" : "tcp", j[i].first_v6 ? "6" : "4",
+                     j[i].port);
+        }
     }
     printf("threads=%d seconds=%g binds=%ld failed=%ld tcp_without_reuseaddr=%ld "
-           "udp_with_reuseaddr=%ld first_errno=%d\n",
-           n, seconds, binds, failed, tw, uw, first_errno);
+           "udp_with_reuseaddr=%ld first_errno=%d first_failure=%s\n",
+           n, seconds, binds, failed, tw, uw, first_errno, where);
     free(t);
     free(j);
     return 0;

@@ -68,9 +68,18 @@ pub fn require(tool: &str, install: &str) -> Option<PathBuf> {
     found
 }
 
-/// The real Python interpreter (not a pyenv shim script, whose extra processes would each
-/// load the library and add noise).
+/// The project's Python: the venv .ci/install makes (.venv, with tests/requirements.txt),
+/// else the real interpreter of python3 on PATH (not a pyenv shim script, whose extra
+/// processes would each load the library and add noise).
 pub fn python() -> PathBuf {
+    let venv = repo_root().join(".venv/bin/python3");
+    if venv.exists() {
+        return venv;
+    }
+    assert!(
+        !in_ci(),
+        "the project's venv is required under CI=true: .ci/install makes it"
+    );
     let out = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
