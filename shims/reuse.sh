@@ -58,6 +58,8 @@ reuse() {
             # First in the list, so its bind() is the one programs call; the rest stays.
             eval "$_reuse_var=\$_reuse_lib\${_reuse_cur:+:\$_reuse_cur}"
             export "$_reuse_var"
+            # Said on stderr, as torsocks says it: what is now on, and for what.
+            echo "reuse: on for this shell: every program started here preloads $_reuse_lib (ports: ${REUSE_PORTS:-all}; options: ${REUSE_OPTIONS:-addr}); 'reuse off' to stop" >&2
             unset _reuse_lib _reuse_cur
             ;;
         off)
@@ -69,6 +71,7 @@ reuse() {
             else
                 unset "$_reuse_var"
             fi
+            echo "reuse: off for this shell" >&2
             unset _reuse_cur
             ;;
         status)

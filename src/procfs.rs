@@ -399,3 +399,15 @@ pub fn is_hold_command(pid: i32) -> bool {
     }
     false
 }
+
+/// How many threads this process has (/proc/self/task); None if it cannot be read.
+pub fn thread_count() -> Option<usize> {
+    let mut n = 0usize;
+    let mut any = false;
+    for_each_number(c"/proc/self/task", |_| {
+        any = true;
+        n += 1;
+        n < 4
+    });
+    any.then_some(n)
+}

@@ -94,6 +94,29 @@ mod elf {
         (p != 0).then(|| unsafe { core::mem::transmute::<usize, DlopenFn>(p) })
     }
 
+    /// libc's setenv, looked up on the one rare path that needs it (an invalid
+    /// configuration reported at load): both arguments NUL-terminated.
+    pub fn setenv(name: &[u8], value: &[u8]) {
+        type SetenvFn = unsafe extern "C" fn(
+            *const core::ffi::c_char,
+            *const core::ffi::c_char,
+            c_int,
+        ) -> c_int;
+        if name.last() != Some(&0) && !name.contains(&0)
+            || value.last() != Some(&0) && !value.contains(&0)
+        {
+            return;
+        }
+        let p = next(c"setenv");
+        if p != 0 {
+            // SAFETY: p is libc's setenv; both strings are NUL-terminated (checked above).
+            unsafe {
+                let f = core::mem::transmute::<usize, SetenvFn>(p);
+                f(name.as_ptr().cast(), value.as_ptr().cast(), 1);
+            }
+        }
+    }
+
     /// The slot the `dlopen` hook's tail jump reads.
     #[cfg(all(
         target_env = "gnu",
@@ -140,6 +163,12 @@ pub use elf::*;
 #[cfg(target_vendor = "apple")]
 mod macho {
     use super::*;
+    pub fn setenv(name: &[u8], value: &[u8]) {
+        if name.contains(&0) && value.contains(&0) {
+            // SAFETY: both strings are NUL-terminated (checked).
+            unsafe { libc::setenv(name.as_ptr().cast(), value.as_ptr().cast(), 1) };
+        }
+    }
     pub fn socket() -> SocketFn {
         libc::socket
     }

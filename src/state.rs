@@ -34,7 +34,7 @@ pub fn active() -> Option<&'static Config> {
     match STATE.load(Ordering::Acquire) {
         // SAFETY: see Slot.
         ACTIVE => Some(unsafe { (*CONFIG.0.get()).assume_init_ref() }),
-        UNREAD => read_now(),
+        UNREAD => read_now(false),
         // READING: another thread is reading right now, before the constructor ran (only
         // possible if a thread was started from an earlier constructor). Waiting could hang
         // a host; this one bind is left alone instead.
@@ -97,7 +97,7 @@ fn secure_execution() -> bool {
 }
 
 #[cold]
-fn read_now() -> Option<&'static Config> {
+fn read_now(at_load: bool) -> Option<&'static Config> {
     if STATE
         .compare_exchange(UNREAD, READING, Ordering::Acquire, Ordering::Acquire)
         .is_err()
@@ -122,10 +122,46 @@ fn read_now() -> Option<&'static Config> {
         Err(e) => {
             report::set_level(cfg.log);
             STATE.store(INERT, Ordering::Release);
-            report::config_error(&e);
+            let value = config::lookup(&found, e.var).unwrap_or_default();
+            let mark = config::reported_mark(e.var, value);
+            if reported_mark() != Some(mark) {
+                report::config_error(&e);
+                if at_load {
+                    mark_reported(mark);
+                }
+            }
             None
         }
     }
+}
+
+/// The mark an ancestor left after reporting an invalid configuration, if any.
+fn reported_mark() -> Option<u64> {
+    let name = config::REPORTED_VARIABLE.as_bytes();
+    reuse_entries().find_map(|e| {
+        let value = e.strip_prefix(name)?.strip_prefix(b"=")?;
+        let text = core::str::from_utf8(value).ok()?;
+        u64::from_str_radix(text, 16).ok()
+    })
+}
+
+/// Leaves the mark in the environment this process's children inherit, so that a wrapper
+/// chain (a pyenv shim runs dozens of programs) says it once. Only from the constructor of a
+/// process with one thread: setenv is no function to call beside other threads.
+fn mark_reported(mark: u64) {
+    if crate::procfs::thread_count() != Some(1) {
+        return;
+    }
+    let mut value = [0u8; 17];
+    for (i, d) in value.iter_mut().take(16).enumerate() {
+        let nibble = (mark >> (60 - 4 * i)) & 0xf;
+        *d = b"0123456789abcdef"[nibble as usize];
+    }
+    let mut name = [0u8; 32];
+    for (d, s) in name.iter_mut().zip(config::REPORTED_VARIABLE.bytes()) {
+        *d = s;
+    }
+    crate::real::setenv(&name, &value);
 }
 
 fn active_if_ready() -> Option<&'static Config> {
@@ -141,7 +177,9 @@ fn active_if_ready() -> Option<&'static Config> {
 extern "C" fn on_load() {
     core::hint::black_box(crate::VERSION_MARK.as_ptr());
     crate::real::resolve_all();
-    let _ = active();
+    if STATE.load(Ordering::Acquire) == UNREAD {
+        let _ = read_now(true);
+    }
 }
 
 #[cfg(not(target_vendor = "apple"))]

@@ -859,6 +859,18 @@ fn shim_sh_turns_the_library_on_and_off_for_the_shell() {
             "{}",
             sh.display()
         );
+        // Each switch says what it did, on stderr, as `torsocks on` does.
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("reuse: on for this shell: every program started here preloads {l} (ports: all; options: addr)")),
+            "{}: {err}",
+            sh.display()
+        );
+        assert!(
+            err.contains("reuse: off for this shell"),
+            "{}: {err}",
+            sh.display()
+        );
     }
 
     // Other arguments go to the command.
@@ -1061,4 +1073,203 @@ fn run_checks_and_passes_on_the_entry_the_library_reads() {
         "{}",
         stderr(&o)
     );
+}
+
+// ------------------------------------------------------------- the first hour's edges
+
+/// An option reuse does not have, before COMMAND, is a usage error with clap's suggestion,
+/// not a program to run (it once ran `--prots` and exited 127); what follows COMMAND's first
+/// word, or `--`, is COMMAND's.
+#[test]
+fn typos_before_command_are_usage_errors() {
+    for (args, hint) in [
+        (
+            vec!["run", "--prots", "8000", "--", "true"],
+            Some("a similar argument exists: '--ports'"),
+        ),
+        (vec!["run", "-p", "8000", "--", "true"], None),
+        (vec!["run", "--version"], None),
+    ] {
+        let o = run(reuse().args(&args));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("unexpected argument"), "{args:?}: {err}");
+        if let Some(h) = hint {
+            assert!(err.contains(h), "{args:?}: {err}");
+        }
+    }
+    let o = run(reuse().args(["run", "sh", "-c", "echo ran $0", "--version"]));
+    assert_eq!(
+        (o.status.code(), stdout(&o).trim()),
+        (Some(0), "ran --version"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(reuse().args(["run", "--", "--weird"]));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--weird: command not found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(reuse().args(["doctor", "abc"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("invalid value for '<PORT>...': not a port (1-65535) in \"abc\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `-h` is the short help; `--help` the long one, with the reference (once, and "Commands"
+/// once: clap's list).
+#[test]
+fn short_and_long_help() {
+    let short = stdout(&run(reuse().arg("-h")));
+    let long = stdout(&run(reuse().arg("--help")));
+    assert!(short.lines().count() < 30, "{short}");
+    assert!(
+        !short.contains("REUSE_PORTS") && short.contains("--help"),
+        "{short}"
+    );
+    assert!(
+        long.contains("Reference:") && long.contains("REUSE_WAIT_MS"),
+        "{long}"
+    );
+    assert_eq!(long.matches("Commands:").count(), 1, "{long}");
+    assert!(long.lines().count() > short.lines().count() + 20);
+}
+
+/// A bad flag value is quoted cut and escaped, never echoed whole (131 kB, control bytes);
+/// and every message about a variable says how to fix it (none ends "override it with ?").
+#[test]
+fn errors_are_short_and_safe_to_print() {
+    let huge = format!("80\u{1b}[2J{}", "9".repeat(131_000));
+    let o = run(reuse().args(["run", "--ports", &huge, "--", "true"]));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.len() < 600, "{} bytes of error", err.len());
+    assert!(!err.contains('\u{1b}'), "a raw control byte: {err:?}");
+    assert!(err.contains("--ports") && err.contains("\\x1b"), "{err}");
+    for (var, value) in [("REUSE_HOLD", "relative"), ("REUSE_HOLD_PORTS", "8000")] {
+        let o = run(reuse().env(var, value).args(["run", "--", "true"]));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(!err.contains('?') && err.contains("--hold"), "{var}: {err}");
+    }
+}
+
+/// A minimal ELF file header and program headers of `class` (1: 32-bit, 2: 64-bit) and
+/// `machine`, naming /lib/ld.so as its loader: enough for `reuse run` to judge it.
+fn elf_stub(path: &Path, class: u8, machine: u16) {
+    let mut b = vec![
+        0x7f, b'E', b'L', b'F', class, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let interp = b"/lib/ld.so\0";
+    let (ehsize, phsize): (u16, u16) = if class == 1 { (52, 32) } else { (64, 56) };
+    let off = ehsize as u64 + phsize as u64;
+    let word = |b: &mut Vec<u8>, v: u64| {
+        if class == 1 {
+            b.extend_from_slice(&(v as u32).to_le_bytes())
+        } else {
+            b.extend_from_slice(&v.to_le_bytes())
+        }
+    };
+    b.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b.extend_from_slice(&machine.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    word(&mut b, 0); // entry
+    word(&mut b, ehsize as u64); // phoff
+    word(&mut b, 0); // shoff
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for v in [ehsize, phsize, 1, 0, 0, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    // PT_INTERP
+    b.extend_from_slice(&3u32.to_le_bytes());
+    if class == 1 {
+        for v in [off, 0, 0, interp.len() as u64, interp.len() as u64] {
+            word(&mut b, v);
+        }
+        b.extend_from_slice(&4u32.to_le_bytes());
+        word(&mut b, 1);
+    } else {
+        b.extend_from_slice(&4u32.to_le_bytes());
+        for v in [off, 0, 0, interp.len() as u64, interp.len() as u64, 1] {
+            word(&mut b, v);
+        }
+    }
+    b.extend_from_slice(interp);
+    std::fs::write(path, b).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// What can never work is said before it fails: a 32-bit or foreign-machine program, an
+/// unknown REUSE_* variable (a typo), a REUSE_LIB that is no shared library for this
+/// machine, a library path with a blank or colon (which LD_PRELOAD splits on); and a `#!`
+/// interpreter that is a FIFO does not hang the command.
+#[test]
+fn run_says_up_front_what_cannot_work() {
+    let dir = TempDir::new("cannot-work");
+    for (class, machine, what) in [
+        (1u8, 3u16, "a 32-bit x86 program"),
+        (2, 183, "an aarch64 program"),
+    ] {
+        if cfg!(target_arch = "aarch64") && machine == 183 {
+            continue;
+        }
+        let p = dir.path(&format!("stub-{machine}"));
+        elf_stub(&p, class, machine);
+        let o = run(reuse().args(["run", "--"]).arg(&p));
+        assert!(
+            stderr(&o).contains(what) && stderr(&o).contains("cannot load it"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = run(reuse()
+        .env("REUSE_PORT", "8000")
+        .args(["run", "--", "true"]));
+    assert!(
+        stderr(&o).contains(
+            "REUSE_PORT is not a reuse variable and is ignored; did you mean REUSE_PORTS?"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let text = dir.write("not-a-library.so", "hello\n", 0o644);
+    let o = run(reuse().env("REUSE_LIB", &text).args([
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo ${LD_PRELOAD-unset}",
+    ]));
+    assert!(
+        stderr(&o).contains("not a shared library for this machine"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        stdout(&o).trim(),
+        "unset",
+        "nothing the loader would refuse is preloaded"
+    );
+    std::fs::create_dir_all(dir.path("with space")).unwrap();
+    std::fs::copy(lib(), dir.path("with space/libreuse.so")).unwrap();
+    let o = run(reuse()
+        .env("REUSE_LIB", dir.path("with space/libreuse.so"))
+        .args(["run", "--", "sh", "-c", "echo ${LD_PRELOAD-unset}"]));
+    assert!(stderr(&o).contains("blank or a colon"), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "unset");
+    // A `#!` interpreter that is a FIFO: opening it to look inside would block forever.
+    let fifo = dir.path("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o755) }, 0);
+    let script = dir.write("script", &format!("#!{}\n", fifo.display()), 0o755);
+    let o = common::run(
+        reuse().args(["run", "--"]).arg(&script),
+        Duration::from_secs(10),
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
 }

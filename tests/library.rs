@@ -793,3 +793,23 @@ fn objects_loaded_with_rtld_deepbind_are_reached() {
         assert_eq!(run_it(true), "rc=0 reuseaddr=1 own_dup=1", "{lib:?} {mode}");
     }
 }
+
+/// An invalid configuration inherited by a wrapper chain is reported once per process tree,
+/// not once per exec (a pyenv shim runs dozens of programs): the first reporter leaves a
+/// mark its children inherit. A child with another invalid value reports that one.
+#[test]
+fn an_invalid_configuration_is_reported_once_per_process_tree() {
+    let script = "sh -c true; sh -c 'sh -c true'; sh -c true; \
+                  REUSE_PORTS=abc sh -c 'sh -c true; sh -c true'";
+    let mut c = command("sh", true);
+    c.args(["-c", script]).env("REUSE_PORTS", "80O");
+    let out = run(&mut c, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("invalid REUSE_PORTS") && lines[0].contains("\"80O\""),
+        "{err}"
+    );
+    assert!(lines[1].contains("\"abc\""), "{err}");
+}

@@ -29,7 +29,7 @@ its previous run are left. Linux lets a bind pass TIME_WAIT only when the old an
 socket both had SO_REUSEADDR: run every instance under reuse.";
 
 const REFERENCE: &str = "\
-Commands:
+Reference:
   reuse run [--ports LIST] [--options LIST] [--protocols LIST] [--wait MS] [--takeover]
             [--hold LIST] [--log LEVEL] -- COMMAND [ARG...]
       Checks every flag and every inherited REUSE_* variable with the library's own parser,
@@ -87,13 +87,22 @@ Examples:
   reuse doctor --json 8000 8443
   . shims/reuse.sh && reuse on                            # every program from this shell";
 
+const SHORT_EXAMPLES: &str = "\
+Examples:
+  reuse run -- python3 -m http.server 8000
+  reuse run --hold 8000 -- nodemon app.js
+  reuse doctor 8000
+
+'reuse --help' has every variable, its grammar and more examples.";
+
 #[derive(Parser)]
 #[command(
     name = "reuse",
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("REUSE_COMMIT"), ")"),
     about = "Lets an unmodified server restart on its port at once",
     long_about = OVERVIEW,
-    after_help = REFERENCE,
+    after_help = SHORT_EXAMPLES,
+    after_long_help = REFERENCE,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -165,6 +174,18 @@ fn wait_flag(s: &str) -> Result<OsString, String> {
 fn log_flag(s: &str) -> Result<OsString, String> {
     run::check_flag(s, config::parse_log)
 }
+/// A port for `reuse doctor`: the library's own word for a bad one.
+fn port_arg(s: &str) -> Result<u16, String> {
+    match config::parse_ports(s.as_bytes()).map(|set| set.ranges().collect::<Vec<_>>()) {
+        Ok(r) if r.len() == 1 && r[0].0 == r[0].1 => Ok(r[0].0),
+        Ok(_) => Err(format!(
+            "one port (1-65535) in \"{}\"",
+            run::escaped(s.as_bytes())
+        )),
+        Err(e) => Err(run::describe(&e)),
+    }
+}
+
 fn hold_flag(s: &str) -> Result<OsString, String> {
     run::check_flag(s, config::parse_hold_ports)
 }
@@ -194,12 +215,9 @@ struct RunArgs {
     #[arg(long, value_name = "LEVEL", value_parser = log_flag)]
     log: Option<OsString>,
     /// The program to run and its arguments
-    #[arg(
-        value_name = "COMMAND",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    // Everything from the first word that is not an option of reuse's own (or after `--`)
+    // is COMMAND's. A mistyped option before it is a usage error, not a program to run.
+    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
     command: Vec<OsString>,
 }
 
@@ -212,12 +230,38 @@ struct DoctorArgs {
     #[arg(long)]
     udp: bool,
     /// Ports to diagnose (1-65535)
-    #[arg(value_name = "PORT", required = true, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(value_name = "PORT", required = true, value_parser = port_arg)]
     ports: Vec<u16>,
 }
 
+/// A usage error as clap would print it, except that a bad value is never echoed raw: the
+/// parsers' own message quotes it cut and escaped (a 128 kB value, control bytes).
+fn usage_error(e: clap::Error) -> u8 {
+    use clap::error::{ContextKind, ErrorKind};
+    match e.kind() {
+        ErrorKind::ValueValidation => {
+            let arg = e
+                .get(ContextKind::InvalidArg)
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "a value".into());
+            let why = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "invalid".into());
+            say!("error: invalid value for '{arg}': {why}\n\nFor more information, try '--help'.");
+            2
+        }
+        _ => {
+            let _ = e.print();
+            u8::try_from(e.exit_code()).unwrap_or(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(usage_error(e)),
+    };
     let status = match cli.command {
         Cmd::Run(a) => {
             let mut set = Vec::new();

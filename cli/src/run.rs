@@ -36,6 +36,20 @@ pub fn fix_hint(var: &str) -> &'static str {
     }
 }
 
+/// Bytes as the library's messages show them: printable ASCII, the rest escaped, cut.
+pub fn escaped(bytes: &[u8]) -> String {
+    struct S(String);
+    impl std::fmt::Write for S {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.push_str(s);
+            Ok(())
+        }
+    }
+    let mut s = S(String::new());
+    let _ = config::write_escaped(&mut s, bytes);
+    s.0
+}
+
 /// `why in "part"`, the part escaped as the library's own messages escape it.
 pub fn describe(e: &ConfigError<'_>) -> String {
     struct S(String);
@@ -136,6 +150,7 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
     };
     let speak = cfg.log != Level::Off && cfg.log >= Level::Warn;
     let mut warnings = reach::check(program, path_var.as_deref());
+    warnings.extend(unknown_variables(std::env::vars_os().map(|(k, _)| k)));
     let (lib_warnings, unloadable) = library_warnings(&lib, wants, reuse_lib.is_some());
     warnings.extend(lib_warnings);
     let too_old = glibc_too_old(&lib.path, program, path_var.as_deref());
@@ -195,6 +210,49 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
             126
         }
     }
+}
+
+/// Variables that look like reuse's and are not (`REUSE_PORT=8000` would be ignored
+/// without a word), with the name meant where it is close.
+fn unknown_variables(names: impl Iterator<Item = OsString>) -> Vec<String> {
+    let known = |n: &str| {
+        config::VARIABLES.contains(&n) || n == "REUSE_LIB" || n == config::REPORTED_VARIABLE
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let Some(n) = name.to_str().filter(|n| n.starts_with("REUSE_")) else {
+            continue;
+        };
+        if known(n) {
+            continue;
+        }
+        let near = config::VARIABLES
+            .iter()
+            .chain(["REUSE_LIB"].iter())
+            .min_by_key(|v| distance(n, v))
+            .filter(|v| distance(n, v) <= 2);
+        out.push(match near {
+            Some(v) => format!("{n} is not a reuse variable and is ignored; did you mean {v}?"),
+            None => format!("{n} is not a reuse variable and is ignored"),
+        });
+    }
+    out
+}
+
+/// Edit distance (insertions, deletions, substitutions) of two short names.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// What is wrong with the library about to be preloaded, for this program: built for the

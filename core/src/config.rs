@@ -33,6 +33,21 @@ pub const VARIABLES: [&str; 8] = [
     "REUSE_HOLD_PORTS",
 ];
 
+/// Set by the library in the environment its children inherit once it has reported an
+/// invalid configuration: the FNV-1a hash of the offending `NAME=value`, so the same line is
+/// not written again by every program of a wrapper chain, while a different value is.
+pub const REPORTED_VARIABLE: &str = "REUSE_INVALID_REPORTED";
+
+/// The mark [`REPORTED_VARIABLE`] carries for one offending variable.
+pub fn reported_mark(var: &str, value: &[u8]) -> u64 {
+    var.bytes()
+        .chain(core::iter::once(b'='))
+        .chain(value.iter().copied())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// Longest path of a Unix socket (sun_path less its NUL).
 pub const HOLD_PATH_MAX: usize = 107;
 
