@@ -307,7 +307,7 @@ fn receive(conn: &Conn) -> Option<(Reply, Option<c_int>)> {
 
 /// Puts `held` in place of the server's socket `fd`, keeping what the server set on its
 /// descriptor: O_NONBLOCK (libuv, asyncio) and FD_CLOEXEC.
-fn install(held: c_int, fd: c_int) -> bool {
+pub fn install(held: c_int, fd: c_int) -> bool {
     // SAFETY: fcntl and dup3 on descriptors this process owns.
     unsafe {
         let fl = sys::fcntl(fd, libc::F_GETFL, 0);

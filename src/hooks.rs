@@ -14,7 +14,7 @@ use reuse_core::decision::{self, Decision, LeaveReason, Plan, Transport};
 use reuse_core::endpoint::{self, BindAddress, Endpoint};
 use reuse_core::hold_protocol::Request;
 
-use crate::{addr_in_use, errno, handover, real, report, socket_kinds, state, sys};
+use crate::{activation, addr_in_use, errno, handover, real, report, socket_kinds, state, sys};
 
 /// `socket()`: remember what was made, so `bind()` needs no system call to find out.
 #[cfg_attr(not(target_vendor = "apple"), export_name = "socket")]
@@ -200,10 +200,18 @@ unsafe fn refused(
         return in_use;
     };
     let ep = a.endpoint;
+    let transport = socket_kinds::transport(fd);
+    // A socket passed by a service manager (LISTEN_FDS) holds this address: it is what the
+    // program's bind was meant to make.
+    if let (Some(act), Some(t)) = (state::activation(), transport) {
+        if activation::adopt(act, fd, &ep, t) {
+            return (0, 0);
+        }
+    }
     if decision::port_wanted(cfg, ep.port()).is_err() {
         return in_use;
     }
-    let Some(transport) = socket_kinds::transport(fd) else {
+    let Some(transport) = transport else {
         return in_use;
     };
     if !decision::in_scope(cfg, transport) {

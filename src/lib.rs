@@ -14,6 +14,7 @@
 //! and about 55 kB, in two segments, to map into every process that inherits the environment.
 #![cfg_attr(not(test), no_std)]
 
+mod activation;
 mod addr_in_use;
 #[cfg(all(
     target_env = "gnu",

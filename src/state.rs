@@ -8,8 +8,9 @@
 use core::cell::UnsafeCell;
 use core::ffi::c_char;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
+use reuse_core::activation::{self, Activation};
 use reuse_core::config::{self, Config, Level};
 
 use crate::report;
@@ -21,6 +22,18 @@ const ACTIVE: u8 = 2;
 const INERT: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNREAD);
+
+/// How many listening sockets a service manager passed (LISTEN_FDS, for this process); 0:
+/// none. Written before STATE is published.
+static ACTIVATION: AtomicU32 = AtomicU32::new(0);
+
+/// The sockets passed by socket activation, if any (from descriptor 3 on).
+pub fn activation() -> Option<Activation> {
+    match ACTIVATION.load(Ordering::Relaxed) {
+        0 => None,
+        count => Some(Activation { count }),
+    }
+}
 
 struct Slot(UnsafeCell<MaybeUninit<Config>>);
 // SAFETY: written once by the thread that moved STATE from UNREAD to READING, read only
@@ -42,9 +55,10 @@ pub fn active() -> Option<&'static Config> {
     }
 }
 
-/// The process environment's entries that start with `REUSE_`, walked once. Reading
-/// `environ` directly instead of calling getenv for each variable saves the library a scan
-/// of the whole environment per variable, and two symbol imports, at every exec.
+/// The process environment's entries that start with `REUSE_` or `LISTEN_` (socket
+/// activation), walked once. Reading `environ` directly instead of calling getenv for each
+/// variable saves the library a scan of the whole environment per variable, and two symbol
+/// imports, at every exec.
 fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
     #[cfg(not(target_vendor = "apple"))]
     let mut p: *const *const c_char = {
@@ -70,7 +84,11 @@ fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
                 }
                 p = p.add(1);
                 let bytes = entry as *const u8;
-                if (0..6).all(|i| *bytes.add(i) == b"REUSE_"[i]) {
+                // Compared byte by byte: a shorter entry ends in a NUL, which matches no
+                // prefix byte, so nothing past it is read.
+                let ours = (0..6).all(|i| *bytes.add(i) == b"REUSE_"[i])
+                    || (0..7).all(|i| *bytes.add(i) == b"LISTEN_"[i]);
+                if ours {
                     let mut n = 6;
                     while *bytes.add(n) != 0 {
                         n += 1;
@@ -112,7 +130,20 @@ fn read_now(at_load: bool) -> Option<&'static Config> {
     report::remember_stderr();
     // SAFETY: this thread alone holds READING.
     let cfg = unsafe { (*CONFIG.0.get()).write(Config::default()) };
-    let found = config::pick_variables(reuse_entries());
+    let (mut listen_fds, mut listen_pid) = (None, None);
+    let found = config::pick_variables(reuse_entries().inspect(|e| {
+        if let Some(v) = e.strip_prefix(b"LISTEN_FDS=") {
+            listen_fds.get_or_insert(v);
+        } else if let Some(v) = e.strip_prefix(b"LISTEN_PID=") {
+            listen_pid.get_or_insert(v);
+        }
+    }));
+    if listen_fds.is_some() {
+        let pid = crate::sys::getpid() as u32;
+        if let Some(a) = activation::parse(listen_fds, listen_pid, pid) {
+            ACTIVATION.store(a.count, Ordering::Relaxed);
+        }
+    }
     match config::read_into(cfg, |name| config::lookup(&found, name)) {
         Ok(()) => {
             report::set_level(cfg.log);

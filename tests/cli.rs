@@ -1273,3 +1273,48 @@ fn run_says_up_front_what_cannot_work() {
     );
     assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// The socket unit and its service agree: the port systemd listens on is the one the
+/// service holds, the service requires the socket, and systemd-analyze accepts both.
+#[test]
+fn shim_systemd_socket_unit_and_its_service_agree() {
+    let socket = std::fs::read_to_string(shims().join("systemd/reuse-app.socket")).unwrap();
+    let service = std::fs::read_to_string(shims().join("systemd/reuse-app.service")).unwrap();
+    let (socket, service) = (ini_pairs(&socket), ini_pairs(&service));
+    let get = |pairs: &[(String, String, String)], s: &str, k: &str| {
+        pairs
+            .iter()
+            .find(|(a, b, _)| a == s && b == k)
+            .map(|(_, _, v)| v.clone())
+            .unwrap_or_else(|| panic!("[{s}] {k}"))
+    };
+    let listen = get(&socket, "Socket", "ListenStream");
+    let port = listen.rsplit(':').next().unwrap();
+    let exec = get(&service, "Service", "ExecStart");
+    assert!(exec.contains(&format!("run --hold {port} -- ")), "{exec}");
+    assert_eq!(get(&service, "Unit", "Requires"), "reuse-app.socket");
+    assert_eq!(get(&service, "Service", "Restart"), "always");
+    let Some(analyze) = common::require("systemd-analyze", "apt-get install systemd") else {
+        return;
+    };
+    let dir = TempDir::new("socket-unit");
+    for f in ["reuse-app.socket", "reuse-app.service"] {
+        std::fs::copy(shims().join("systemd").join(f), dir.path(f)).unwrap();
+    }
+    let o = run(Command::new(analyze)
+        .arg("verify")
+        .arg(dir.path("reuse-app.socket"))
+        .arg(dir.path("reuse-app.service")));
+    let err = stderr(&o);
+    // systemd-analyze checks the commands exist: /usr/bin/reuse and /srv/app may not here.
+    let real = err
+        .lines()
+        .filter(|l| {
+            !l.contains("/usr/bin/reuse")
+                && !l.contains("/srv/app")
+                && !l.contains("is not executable")
+                && !l.trim().is_empty()
+        })
+        .collect::<Vec<_>>();
+    assert!(real.is_empty(), "systemd-analyze: {err}");
+}

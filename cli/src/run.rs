@@ -183,7 +183,16 @@ pub fn run(#[allow(unused_mut)] mut req: Request) -> i32 {
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     #[cfg(target_os = "linux")]
     if let Some(r) = rendezvous {
+        // Socket activation: reuse holds the sockets a service manager passed, and COMMAND
+        // (another PID, which the variables would not name) gets them by hand-over instead.
+        let passed = crate::hold::passed_sockets();
+        if !passed.is_empty() {
+            for k in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+                cmd.env_remove(k);
+            }
+        }
         let asked = crate::hold::Asked {
+            passed,
             options: cfg.options,
             ports: cfg
                 .hold

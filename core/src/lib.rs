@@ -5,6 +5,7 @@
 //! diagnosis after a failed bind reads the same as `reuse doctor`.
 #![cfg_attr(not(test), no_std)]
 
+pub mod activation;
 pub mod config;
 pub mod decision;
 pub mod endpoint;

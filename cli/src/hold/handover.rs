@@ -42,6 +42,9 @@ struct Held {
     inode: u64,
     /// Hand-overs sent and not yet confirmed or refused by the peer.
     pending: usize,
+    /// Passed by a service manager (LISTEN_FDS): its socket, which outlives reuse, and
+    /// never replaced.
+    passed: bool,
 }
 
 enum State {
@@ -230,6 +233,33 @@ fn peer(conn: RawFd) -> Option<(u32, i32)> {
     (rc == 0).then_some((cred.uid, cred.pid))
 }
 
+/// Where a socket of ours is bound.
+fn local_endpoint(fd: RawFd) -> Option<Endpoint> {
+    // SAFETY: a zeroed sockaddr_storage is valid; getsockname fills at most its size.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above.
+    if unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } != 0
+    {
+        return None;
+    }
+    // SAFETY: ss is plain bytes of its own size.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    reuse_core::endpoint::decode(bytes, reuse_core::endpoint::SockaddrAbi::LINUX, false)
+        .map(|a| a.endpoint)
+}
+
 /// Whether a listener other than `ours` is on an address that conflicts with `req`.
 fn someone_else_listens(req: &Request, ours: &[u64]) -> bool {
     [false, true].into_iter().any(|v6| {
@@ -272,6 +302,63 @@ impl Server {
             verbose,
             seen,
         }
+    }
+
+    /// Takes a listening socket passed by a service manager (LISTEN_FDS) as the held socket
+    /// of its address, if it is a listening TCP socket on a held port; else gives it back.
+    pub fn adopt(&mut self, fd: OwnedFd) -> Result<(), OwnedFd> {
+        let raw = fd.as_raw_fd();
+        let int = |level, name| {
+            let mut v: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: v and len outlive the call and len is v's size.
+            let rc = unsafe {
+                libc::getsockopt(
+                    raw,
+                    level,
+                    name,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            (rc == 0).then_some(v)
+        };
+        if int(libc::SOL_SOCKET, libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+            || int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN) != Some(1)
+        {
+            return Err(fd);
+        }
+        let Some(endpoint) = local_endpoint(raw) else {
+            return Err(fd);
+        };
+        if !self.ports.contains(endpoint.port()) {
+            return Err(fd);
+        }
+        let v6only = endpoint.is_v6() && int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(1);
+        // SAFETY: a descriptor of ours.
+        unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if self.speak {
+            say!(
+                "reuse[{}]: holding {endpoint}{}, the socket passed by the service manager (LISTEN_FDS, descriptor {raw})",
+                self.me,
+                if v6only { " (IPv6 only)" } else { "" }
+            );
+        }
+        if let Ok(mut s) = self.seen.lock() {
+            s.ports.push(endpoint.port());
+        }
+        self.held.push(Held {
+            request: Request {
+                endpoint,
+                v6only,
+                scope_id: 0,
+            },
+            inode: procfs::inode_of(fd.as_fd()).unwrap_or(0),
+            fd,
+            pending: 0,
+            passed: true,
+        });
+        Ok(())
     }
 
     /// Serves until the process exits. Nothing a peer does ends it.
@@ -456,7 +543,23 @@ impl Server {
             return false;
         }
         let key = req.key();
-        let at = match self.held.iter().position(|h| h.request.key() == key) {
+        // The socket of this key; else a passed one this bind was made for (same family
+        // and port, overlapping address): the service manager's unit says where to listen.
+        let found = self
+            .held
+            .iter()
+            .position(|h| h.request.key() == key)
+            .or_else(|| {
+                self.held.iter().position(|h| {
+                    h.passed
+                        && h.request.endpoint.is_v6() == req.endpoint.is_v6()
+                        && h.request.endpoint.port() == port
+                        && (h.request.endpoint == req.endpoint
+                            || h.request.endpoint.is_any()
+                            || req.endpoint.is_any())
+                })
+            });
+        let at = match found {
             Some(at) => {
                 if self.taken(at) {
                     let reply = if self.options.port {
@@ -632,7 +735,11 @@ impl Server {
             // between restarts): replace those, but only if none is in use and nothing else
             // stands in the way, so a request that fails anyway costs no held socket.
             let ours: Vec<usize> = (0..self.held.len())
-                .filter(|&k| self.held.get(k).is_some_and(|h| h.request.conflicts(req)))
+                .filter(|&k| {
+                    self.held
+                        .get(k)
+                        .is_some_and(|h| !h.passed && h.request.conflicts(req))
+                })
                 .collect();
             let inodes: Vec<u64> = ours
                 .iter()
@@ -668,6 +775,7 @@ impl Server {
                     fd,
                     inode,
                     pending: 0,
+                    passed: false,
                 });
                 Ok(self.held.len() - 1)
             }

@@ -121,8 +121,30 @@ fn wait_for(pid: i32) -> std::process::ExitStatus {
     }
 }
 
+/// The listening sockets a service manager passed to this process (LISTEN_FDS, for this
+/// PID or none named: systemd, `systemfd --no-pid`), taken out of the environment COMMAND
+/// gets: reuse holds them now, and hands them over like its own.
+pub fn passed_sockets() -> Vec<OwnedFd> {
+    let get = |k| std::env::var_os(k).map(|v| v.into_encoded_bytes());
+    let (fds, pid) = (get("LISTEN_FDS"), get("LISTEN_PID"));
+    let Some(act) =
+        reuse_core::activation::parse(fds.as_deref(), pid.as_deref(), std::process::id())
+    else {
+        return Vec::new();
+    };
+    (0..act.count as i32)
+        .map(|n| reuse_core::activation::FIRST_FD + n)
+        // SAFETY: the service manager passed these descriptors to this process; each is
+        // owned once, here.
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
+}
+
 /// What hold mode was asked.
 pub struct Asked {
+    /// Sockets passed by a service manager, to hold on their ports (see `passed_sockets`).
+    pub passed: Vec<OwnedFd>,
     pub options: Options,
     pub ports: PortSet,
     /// Lines at the default level (warn and above).
@@ -150,7 +172,7 @@ pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, asked: Asked) -> i32 
     // SAFETY: set is a valid signal set.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     let seen = Arc::new(Mutex::new(handover::Seen::default()));
-    let server = handover::Server::new(
+    let mut server = handover::Server::new(
         listener,
         asked.options,
         asked.ports,
@@ -158,6 +180,16 @@ pub fn supervise(mut cmd: Command, rendezvous: Rendezvous, asked: Asked) -> i32 
         asked.verbose,
         seen.clone(),
     );
+    for fd in asked.passed {
+        if let Err(fd) = server.adopt(fd) {
+            if asked.speak {
+                say!(
+                    "reuse run: --hold: descriptor {} passed by the service manager is no listening TCP socket on a held port; COMMAND does not get it",
+                    fd.as_raw_fd()
+                );
+            }
+        }
+    }
     std::thread::spawn(move || server.serve());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
