@@ -10,10 +10,9 @@
 //! the kernel sees a conflict): the bind the kernel refused is exactly the bind the service
 //! manager's socket was made for. Each passed socket stands in once.
 
-use core::mem::{size_of, zeroed};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use libc::{c_int, socklen_t};
+use libc::c_int;
 use reuse_core::activation::{Activation, FIRST_FD};
 use reuse_core::config::Level;
 use reuse_core::decision::Transport;
@@ -26,45 +25,13 @@ use crate::{handover, report, sys};
 static USED: AtomicU64 = AtomicU64::new(0);
 
 fn int_option(fd: c_int, name: c_int) -> Option<c_int> {
-    let mut v: c_int = 0;
-    let mut len = size_of::<c_int>() as socklen_t;
-    // SAFETY: v and len outlive the call and len is v's size.
-    let rc = unsafe {
-        sys::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut v as *mut c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(v)
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, name)
 }
 
 /// Where `fd` is bound, if it is an inet socket.
 fn bound_at(fd: c_int) -> Option<Endpoint> {
-    // SAFETY: a zeroed sockaddr_storage is valid; getsockname fills at most its size.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as socklen_t;
-    // SAFETY: as above.
-    let rc = unsafe {
-        sys::getsockname(
-            fd,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: ss is plain bytes of its own size.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
-            (len as usize).min(size_of::<libc::sockaddr_storage>()),
-        )
-    };
-    endpoint::decode(bytes, handover::abi(), false).map(|a| a.endpoint)
+    let (bytes, len) = sys::getsockname(fd)?;
+    endpoint::decode(bytes.get(..len)?, handover::abi(), false).map(|a| a.endpoint)
 }
 
 fn overlaps(a: &Endpoint, b: &Endpoint) -> bool {

@@ -96,16 +96,19 @@ fn hooks() -> [(&'static [u8], usize, usize); 6] {
 /// The slow path of the `dlopen` hook: every call with RTLD_DEEPBIND, and a call that came
 /// before the real `dlopen` was known.
 pub unsafe extern "C" fn dlopen_deep(file: *const c_char, flags: c_int) -> *mut c_void {
-    let Some(real_dlopen) = real::dlopen() else {
-        return core::ptr::null_mut();
-    };
-    let handle = real_dlopen(file, flags);
-    if !handle.is_null() && flags & RTLD_DEEPBIND != 0 && state::active().is_some() {
-        let saved = crate::errno::get();
-        reach_loaded_objects();
-        crate::errno::set(saved);
+    // SAFETY: the caller's arguments, as it gave them to dlopen().
+    unsafe {
+        let Some(real_dlopen) = real::dlopen() else {
+            return core::ptr::null_mut();
+        };
+        let handle = real_dlopen(file, flags);
+        if !handle.is_null() && flags & RTLD_DEEPBIND != 0 && state::active().is_some() {
+            let saved = crate::errno::get();
+            reach_loaded_objects();
+            crate::errno::set(saved);
+        }
+        handle
     }
-    handle
 }
 
 /// Points the hooked imports of every loaded object (but libc, the dynamic linker and this
@@ -129,31 +132,35 @@ unsafe extern "C" fn visit(
     _size: usize,
     data: *mut c_void,
 ) -> c_int {
-    let hooks = &*(data as *const [(&[u8], usize, usize); 6]);
-    let info = &*info;
-    let name = if info.dlpi_name.is_null() {
-        &b""[..]
-    } else {
-        CStr::from_ptr(info.dlpi_name).to_bytes()
-    };
-    if skipped(name) || info.dlpi_phdr.is_null() {
-        return 0;
+    // SAFETY: dl_iterate_phdr passes a valid info for a loaded object, and data is the
+    // hooks table reach_loaded_objects() lent it for this walk.
+    unsafe {
+        let hooks = &*(data as *const [(&[u8], usize, usize); 6]);
+        let info = &*info;
+        let name = if info.dlpi_name.is_null() {
+            &b""[..]
+        } else {
+            CStr::from_ptr(info.dlpi_name).to_bytes()
+        };
+        if skipped(name) || info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        let base = info.dlpi_addr as usize;
+        if contains(phdrs, base, crate::hooks::reuse_bind as *const () as usize) {
+            return 0; // this library
+        }
+        let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) else {
+            return 0;
+        };
+        let relro = phdrs.iter().find(|p| p.p_type == PT_GNU_RELRO).map(|p| {
+            let start = base + p.p_vaddr as usize;
+            (start, start + p.p_memsz as usize)
+        });
+        let obj = Object { phdrs, base, relro };
+        obj.patch((base + dynamic.p_vaddr as usize) as *const Dyn, hooks);
+        0
     }
-    let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-    let base = info.dlpi_addr as usize;
-    if contains(phdrs, base, crate::hooks::reuse_bind as *const () as usize) {
-        return 0; // this library
-    }
-    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) else {
-        return 0;
-    };
-    let relro = phdrs.iter().find(|p| p.p_type == PT_GNU_RELRO).map(|p| {
-        let start = base + p.p_vaddr as usize;
-        (start, start + p.p_memsz as usize)
-    });
-    let obj = Object { phdrs, base, relro };
-    obj.patch((base + dynamic.p_vaddr as usize) as *const Dyn, hooks);
-    0
 }
 
 /// libc and the dynamic linker keep their own bindings: their internal calls are theirs.
@@ -192,52 +199,57 @@ impl Object<'_> {
     }
 
     unsafe fn patch(&self, dynamic: *const Dyn, hooks: &[(&[u8], usize, usize); 6]) {
-        let (mut symtab, mut strtab) = (0usize, 0usize);
-        let (mut rela, mut relasz, mut jmprel, mut pltrelsz) = (0usize, 0usize, 0usize, 0usize);
-        let mut d = dynamic;
-        for _ in 0..4096 {
-            let e = &*d;
-            match e.d_tag {
-                DT_NULL => break,
-                DT_SYMTAB => symtab = self.address(e.d_un),
-                DT_STRTAB => strtab = self.address(e.d_un),
-                DT_RELA => rela = self.address(e.d_un),
-                DT_RELASZ => relasz = e.d_un as usize,
-                DT_JMPREL => jmprel = self.address(e.d_un),
-                DT_PLTRELSZ => pltrelsz = e.d_un as usize,
-                _ => {}
+        // SAFETY: dynamic is the object's mapped PT_DYNAMIC array, ending in DT_NULL; the
+        // relocation tables and the symbol and string tables it names are the loader's own, mapped;
+        // every index comes from them; each slot written is one the loader itself wrote.
+        unsafe {
+            let (mut symtab, mut strtab) = (0usize, 0usize);
+            let (mut rela, mut relasz, mut jmprel, mut pltrelsz) = (0usize, 0usize, 0usize, 0usize);
+            let mut d = dynamic;
+            for _ in 0..4096 {
+                let e = &*d;
+                match e.d_tag {
+                    DT_NULL => break,
+                    DT_SYMTAB => symtab = self.address(e.d_un),
+                    DT_STRTAB => strtab = self.address(e.d_un),
+                    DT_RELA => rela = self.address(e.d_un),
+                    DT_RELASZ => relasz = e.d_un as usize,
+                    DT_JMPREL => jmprel = self.address(e.d_un),
+                    DT_PLTRELSZ => pltrelsz = e.d_un as usize,
+                    _ => {}
+                }
+                d = d.add(1);
             }
-            d = d.add(1);
-        }
-        if symtab == 0 || strtab == 0 {
-            return;
-        }
-        for (table, bytes) in [(rela, relasz), (jmprel, pltrelsz)] {
-            if table == 0 {
-                continue;
+            if symtab == 0 || strtab == 0 {
+                return;
             }
-            let relocs =
-                core::slice::from_raw_parts(table as *const Rela, bytes / size_of::<Rela>());
-            for r in relocs {
-                if !SLOT_TYPES.contains(&((r.r_info & 0xffff_ffff) as u32)) {
+            for (table, bytes) in [(rela, relasz), (jmprel, pltrelsz)] {
+                if table == 0 {
                     continue;
                 }
-                let sym = &*(symtab as *const Sym).add((r.r_info >> 32) as usize);
-                if sym.st_shndx != 0 {
-                    continue; // the object defines it: its own business
+                let relocs =
+                    core::slice::from_raw_parts(table as *const Rela, bytes / size_of::<Rela>());
+                for r in relocs {
+                    if !SLOT_TYPES.contains(&((r.r_info & 0xffff_ffff) as u32)) {
+                        continue;
+                    }
+                    let sym = &*(symtab as *const Sym).add((r.r_info >> 32) as usize);
+                    if sym.st_shndx != 0 {
+                        continue; // the object defines it: its own business
+                    }
+                    let name =
+                        CStr::from_ptr((strtab + sym.st_name as usize) as *const c_char).to_bytes();
+                    let Some(&(_, hook, next)) = hooks.iter().find(|(n, _, _)| *n == name) else {
+                        continue;
+                    };
+                    let slot = (self.base + r.r_offset as usize) as *mut usize;
+                    let now = core::ptr::read_volatile(slot);
+                    // Only libc's definition, or a lazy stub of the object itself, is replaced.
+                    if now == hook || (now != next && !contains(self.phdrs, self.base, now)) {
+                        continue;
+                    }
+                    self.write(slot, hook);
                 }
-                let name =
-                    CStr::from_ptr((strtab + sym.st_name as usize) as *const c_char).to_bytes();
-                let Some(&(_, hook, next)) = hooks.iter().find(|(n, _, _)| *n == name) else {
-                    continue;
-                };
-                let slot = (self.base + r.r_offset as usize) as *mut usize;
-                let now = core::ptr::read_volatile(slot);
-                // Only libc's definition, or a lazy stub of the object itself, is replaced.
-                if now == hook || (now != next && !contains(self.phdrs, self.base, now)) {
-                    continue;
-                }
-                self.write(slot, hook);
             }
         }
     }
@@ -246,24 +258,28 @@ impl Object<'_> {
     /// loader protects RELRO in whole pages only (its last, partial page stays writable), so
     /// only those pages are put back read-only.
     unsafe fn write(&self, slot: *mut usize, value: usize) {
-        let addr = slot as usize;
-        let size = sys::page_size();
-        let page = addr & !(size - 1);
-        let protected = self
-            .relro
-            .is_some_and(|(s, e)| page >= s & !(size - 1) && page < e & !(size - 1));
-        if protected
-            && sys::protect(
-                page as *mut c_void,
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-            ) != 0
-        {
-            return;
-        }
-        core::ptr::write_volatile(slot, value);
-        if protected {
-            sys::protect(page as *mut c_void, size, libc::PROT_READ);
+        // SAFETY: slot is an import slot of a loaded object (patch's promise); its page is
+        // made writable for the write when RELRO protects it, as the loader does.
+        unsafe {
+            let addr = slot as usize;
+            let size = sys::page_size();
+            let page = addr & !(size - 1);
+            let protected = self
+                .relro
+                .is_some_and(|(s, e)| page >= s & !(size - 1) && page < e & !(size - 1));
+            if protected
+                && sys::protect(
+                    page as *mut c_void,
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                ) != 0
+            {
+                return;
+            }
+            core::ptr::write_volatile(slot, value);
+            if protected {
+                sys::protect(page as *mut c_void, size, libc::PROT_READ);
+            }
         }
     }
 }

@@ -16,7 +16,7 @@
 use core::mem::{size_of, zeroed};
 use core::sync::atomic::{AtomicI32, Ordering};
 
-use libc::{c_int, sockaddr_un, socklen_t};
+use libc::{c_int, sockaddr_un};
 use reuse_core::config::{Hold, Level};
 use reuse_core::endpoint::{self, Endpoint, SockaddrAbi};
 use reuse_core::hold_protocol::{Message, Reply, Request, REPLY_LEN};
@@ -36,11 +36,7 @@ pub fn command_pid() -> i32 {
 }
 
 fn int_option(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
-    let mut v: c_int = 0;
-    let mut len = size_of::<c_int>() as socklen_t;
-    // SAFETY: v and len outlive the call and len is v's size.
-    let rc = unsafe { sys::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
-    (rc == 0).then_some(v)
+    sys::getsockopt_int(fd, level, name)
 }
 
 #[cfg(not(target_vendor = "apple"))]
@@ -84,9 +80,7 @@ pub fn replaceable(fd: c_int) -> Option<c_int> {
 
 /// Whether `fd`, as received, is what was asked for: a listening TCP socket bound to `ep`.
 fn is_the_socket_asked(fd: c_int, ep: &Endpoint) -> bool {
-    // SAFETY: a zeroed stat is valid; fstat fills it or fails.
-    let mut st: libc::stat = unsafe { zeroed() };
-    if unsafe { sys::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+    if !sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) {
         return false;
     }
     if domain(fd).is_some_and(|d| d != family_of(ep))
@@ -96,27 +90,12 @@ fn is_the_socket_asked(fd: c_int, ep: &Endpoint) -> bool {
     {
         return false;
     }
-    // SAFETY: a zeroed sockaddr_storage is valid; getsockname fills at most its size.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as socklen_t;
-    if unsafe {
-        sys::getsockname(
-            fd,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    } != 0
-    {
-        return false;
-    }
-    // SAFETY: ss is plain bytes of its own size.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
-            (len as usize).min(size_of::<libc::sockaddr_storage>()),
-        )
-    };
-    endpoint::decode(bytes, abi(), false).is_some_and(|a| a.endpoint == *ep)
+    sys::getsockname(fd).is_some_and(|(bytes, len)| {
+        bytes
+            .get(..len)
+            .and_then(|b| endpoint::decode(b, abi(), false))
+            .is_some_and(|a| a.endpoint == *ep)
+    })
 }
 
 pub fn abi() -> SockaddrAbi {
@@ -133,16 +112,7 @@ fn set_timeouts(conn: c_int) {
         tv_usec: 0,
     };
     for name in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: tv outlives the call and the length is its size.
-        unsafe {
-            sys::setsockopt(
-                conn,
-                libc::SOL_SOCKET,
-                name,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as socklen_t,
-            )
-        };
+        sys::setsockopt_value(conn, libc::SOL_SOCKET, name, &tv);
     }
 }
 
@@ -168,11 +138,12 @@ impl Drop for Conn {
 
 #[cfg(not(target_vendor = "apple"))]
 fn peer(conn: c_int) -> Option<(u32, i32)> {
-    // SAFETY: a zeroed ucred is valid; getsockopt fills it.
+    // SAFETY: a zeroed ucred is a valid value.
     let mut cred: libc::ucred = unsafe { zeroed() };
-    let mut len = size_of::<libc::ucred>() as socklen_t;
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len outlive the call and len is cred's size.
     let rc = unsafe {
-        sys::getsockopt(
+        sys::getsockopt_raw(
             conn,
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
@@ -210,14 +181,7 @@ fn connect(path: &[u8]) -> Result<Conn, Unreachable> {
     }
     let conn = Conn(fd);
     set_timeouts(fd);
-    // SAFETY: sun is a valid sockaddr_un of that size.
-    let rc = unsafe {
-        sys::connect(
-            fd,
-            (&sun as *const sockaddr_un).cast(),
-            size_of::<sockaddr_un>() as socklen_t,
-        )
-    };
+    let rc = sys::connect_unix(fd, &sun);
     if rc != 0 {
         return Err(match errno::get() {
             libc::ENOENT | libc::ECONNREFUSED | libc::ENOTDIR => Unreachable::Gone,
@@ -239,8 +203,7 @@ fn connect(path: &[u8]) -> Result<Conn, Unreachable> {
 
 fn send(conn: &Conn, m: Message) -> bool {
     let msg = m.encode();
-    // SAFETY: msg is a valid buffer of that length.
-    let sent = unsafe { sys::send(conn.0, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
+    let sent = sys::send(conn.0, &msg, libc::MSG_NOSIGNAL);
     sent == msg.len() as isize
 }
 
@@ -308,39 +271,38 @@ fn receive(conn: &Conn) -> Option<(Reply, Option<c_int>)> {
 /// Puts `held` in place of the server's socket `fd`, keeping what the server set on its
 /// descriptor: O_NONBLOCK (libuv, asyncio) and FD_CLOEXEC.
 pub fn install(held: c_int, fd: c_int) -> bool {
-    // SAFETY: fcntl and dup3 on descriptors this process owns.
-    unsafe {
-        let fl = sys::fcntl(fd, libc::F_GETFL, 0);
-        let fdfl = sys::fcntl(fd, libc::F_GETFD, 0);
-        if fl < 0 || fdfl < 0 {
+    let fl = sys::fcntl(fd, libc::F_GETFL, 0);
+    let fdfl = sys::fcntl(fd, libc::F_GETFD, 0);
+    if fl < 0 || fdfl < 0 {
+        return false;
+    }
+    let hfl = sys::fcntl(held, libc::F_GETFL, 0);
+    sys::fcntl(
+        held,
+        libc::F_SETFL,
+        (hfl & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK),
+    );
+    // Atomically with its close-on-exec flag where dup3 exists: another thread's
+    // fork+exec in between would otherwise inherit the listener.
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        let cloexec = if fdfl & libc::FD_CLOEXEC != 0 {
+            libc::O_CLOEXEC
+        } else {
+            0
+        };
+        // SAFETY: dup3 takes no memory; both descriptors are this process's.
+        if unsafe { real::dup3()(held, fd, cloexec) } != fd {
             return false;
         }
-        let hfl = sys::fcntl(held, libc::F_GETFL, 0);
-        sys::fcntl(
-            held,
-            libc::F_SETFL,
-            (hfl & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK),
-        );
-        // Atomically with its close-on-exec flag where dup3 exists: another thread's
-        // fork+exec in between would otherwise inherit the listener.
-        #[cfg(not(target_vendor = "apple"))]
-        {
-            let cloexec = if fdfl & libc::FD_CLOEXEC != 0 {
-                libc::O_CLOEXEC
-            } else {
-                0
-            };
-            if real::dup3()(held, fd, cloexec) != fd {
-                return false;
-            }
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: dup2 takes no memory; both descriptors are this process's.
+        if unsafe { real::dup2()(held, fd) } != fd {
+            return false;
         }
-        #[cfg(target_vendor = "apple")]
-        {
-            if real::dup2()(held, fd) != fd {
-                return false;
-            }
-            sys::fcntl(fd, libc::F_SETFD, fdfl);
-        }
+        sys::fcntl(fd, libc::F_SETFD, fdfl);
     }
     true
 }

@@ -6,9 +6,7 @@
 //! the program's calls to them first. On macOS they are exported as `reuse_socket` and so on,
 //! and dyld's interpose table (at the end of this file) points the libc names at them.
 
-use core::mem::size_of;
-
-use libc::{c_int, c_void, sockaddr, socklen_t};
+use libc::{c_int, sockaddr, socklen_t};
 use reuse_core::config::{Config, Hold, Level, Options};
 use reuse_core::decision::{self, Decision, LeaveReason, Plan, Transport};
 use reuse_core::endpoint::{self, BindAddress, Endpoint};
@@ -20,7 +18,8 @@ use crate::{activation, addr_in_use, errno, handover, real, report, socket_kinds
 #[cfg_attr(not(target_vendor = "apple"), export_name = "socket")]
 #[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    let fd = real::socket()(domain, ty, protocol);
+    // SAFETY: the caller's arguments, as it gave them to socket().
+    let fd = unsafe { real::socket()(domain, ty, protocol) };
     if fd >= 0 {
         socket_kinds::record(fd, domain, ty, protocol);
     }
@@ -32,7 +31,8 @@ pub unsafe extern "C" fn reuse_socket(domain: c_int, ty: c_int, protocol: c_int)
 pub unsafe extern "C" fn reuse_close(fd: c_int) -> c_int {
     // Forget first: once the real close returns, another thread may get this number back.
     socket_kinds::forget(fd);
-    real::close()(fd)
+    // SAFETY: the caller's close().
+    unsafe { real::close()(fd) }
 }
 
 /// `dup()`: the new number names the same socket. Without this, a number whose last socket
@@ -41,7 +41,8 @@ pub unsafe extern "C" fn reuse_close(fd: c_int) -> c_int {
 #[cfg_attr(not(target_vendor = "apple"), export_name = "dup")]
 #[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_dup(old: c_int) -> c_int {
-    let new = real::dup()(old);
+    // SAFETY: the caller's dup().
+    let new = unsafe { real::dup()(old) };
     if new >= 0 {
         socket_kinds::copy(old, new);
     }
@@ -52,7 +53,8 @@ pub unsafe extern "C" fn reuse_dup(old: c_int) -> c_int {
 #[cfg_attr(not(target_vendor = "apple"), export_name = "dup2")]
 #[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_dup2(old: c_int, new: c_int) -> c_int {
-    let rc = real::dup2()(old, new);
+    // SAFETY: the caller's dup2().
+    let rc = unsafe { real::dup2()(old, new) };
     if rc == new && old != new {
         socket_kinds::copy(old, new);
     }
@@ -62,7 +64,8 @@ pub unsafe extern "C" fn reuse_dup2(old: c_int, new: c_int) -> c_int {
 #[cfg(not(target_vendor = "apple"))]
 #[export_name = "dup3"]
 pub unsafe extern "C" fn reuse_dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    let rc = real::dup3()(old, new, flags);
+    // SAFETY: the caller's dup3().
+    let rc = unsafe { real::dup3()(old, new, flags) };
     if rc == new {
         socket_kinds::copy(old, new);
     }
@@ -78,7 +81,7 @@ pub unsafe extern "C" fn reuse_dup3(old: c_int, new: c_int, flags: c_int) -> c_i
 pub unsafe extern "C" fn reuse_dlopen(
     _file: *const core::ffi::c_char,
     _flags: c_int,
-) -> *mut c_void {
+) -> *mut core::ffi::c_void {
     core::arch::naked_asm!(
         "test esi, {deep}",
         "jnz 2f",
@@ -100,7 +103,7 @@ pub unsafe extern "C" fn reuse_dlopen(
 pub unsafe extern "C" fn reuse_dlopen(
     _file: *const core::ffi::c_char,
     _flags: c_int,
-) -> *mut c_void {
+) -> *mut core::ffi::c_void {
     core::arch::naked_asm!(
         "tbnz w1, #3, 2f",
         "adrp x16, {real}",
@@ -121,12 +124,17 @@ const SOCKADDR_MAX: usize = 128;
 /// The caller's address as the library may read it: only after the kernel has accepted it
 /// (a bind that succeeded, or got as far as EADDRINUSE), which proves the `len` bytes
 /// readable; never past `len`.
+///
+/// # Safety
+/// The kernel has read `len` bytes at `addr` for a bind of this call.
 unsafe fn accepted_address(addr: *const sockaddr, len: socklen_t) -> Option<BindAddress> {
     let n = (len as usize).min(endpoint::DECODED_MAX);
     if addr.is_null() {
         return None;
     }
-    let bytes = core::slice::from_raw_parts(addr.cast::<u8>(), n);
+    // SAFETY: the kernel read these bytes (the caller's promise), and nobody writes them
+    // during the caller's bind().
+    let bytes = unsafe { core::slice::from_raw_parts(addr.cast::<u8>(), n) };
     // A bind the kernel accepted with AF_UNSPEC was an AF_INET socket's INADDR_ANY.
     endpoint::decode(bytes, handover::abi(), true)
 }
@@ -135,11 +143,13 @@ unsafe fn accepted_address(addr: *const sockaddr, len: socklen_t) -> Option<Bind
 #[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let Some(cfg) = state::active() else {
-        return real::bind()(fd, addr, len);
+        // SAFETY: the caller's arguments, as it gave them to bind().
+        return unsafe { real::bind()(fd, addr, len) };
     };
     let saved = errno::get();
     if let Some(hold) = &cfg.hold {
-        if let Some(rc) = bind_held(cfg, hold, fd, addr, len, saved) {
+        // SAFETY: the caller's bind() arguments.
+        if let Some(rc) = unsafe { bind_held(cfg, hold, fd, addr, len, saved) } {
             return rc;
         }
     }
@@ -148,23 +158,30 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
     // after a bind that succeeded (SO_REUSEADDR governs the TIME_WAIT this socket will
     // leave) or before a second try of one the kernel refused with EADDRINUSE (what the
     // options can change): the same system calls as setting them first.
-    let rc = real::bind()(fd, addr, len);
+    // SAFETY: the caller's arguments, as it gave them to bind().
+    let rc = unsafe { real::bind()(fd, addr, len) };
     if rc == 0 {
-        bound(cfg, fd, addr, len);
+        // SAFETY: the kernel read the address for this bind.
+        unsafe { bound(cfg, fd, addr, len) };
         errno::set(saved);
         return 0;
     }
     if errno::get() != libc::EADDRINUSE {
         return rc;
     }
-    let (rc, err) = refused(cfg, fd, addr, len);
+    // SAFETY: the kernel read the address before answering EADDRINUSE.
+    let (rc, err) = unsafe { refused(cfg, fd, addr, len) };
     errno::set(if rc == 0 { saved } else { err });
     rc
 }
 
 /// After a bind that succeeded at once: the options, for the TIME_WAIT and sharing to come.
+///
+/// # Safety
+/// As `accepted_address`.
 unsafe fn bound(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) {
-    let Some(a) = accepted_address(addr, len) else {
+    // SAFETY: the caller's promise.
+    let Some(a) = (unsafe { accepted_address(addr, len) }) else {
         return;
     };
     let ep = a.endpoint;
@@ -189,6 +206,9 @@ unsafe fn bound(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) 
 
 /// A bind the kernel refused with EADDRINUSE: with the options it may pass (TIME_WAIT, a
 /// SO_REUSEPORT group); if not, wait, take over and explain as configured.
+///
+/// # Safety
+/// As `accepted_address`; `addr` stays the caller's, for the tries again.
 unsafe fn refused(
     cfg: &Config,
     fd: c_int,
@@ -196,7 +216,8 @@ unsafe fn refused(
     len: socklen_t,
 ) -> (c_int, c_int) {
     let in_use = (-1, libc::EADDRINUSE);
-    let Some(a) = accepted_address(addr, len) else {
+    // SAFETY: the caller's promise.
+    let Some(a) = (unsafe { accepted_address(addr, len) }) else {
         return in_use;
     };
     let ep = a.endpoint;
@@ -225,7 +246,8 @@ unsafe fn refused(
         }
     };
     let mut attempt = || {
-        let rc = real::bind()(fd, addr, len);
+        // SAFETY: the caller's bind() again, with its own arguments.
+        let rc = unsafe { real::bind()(fd, addr, len) };
         (rc, if rc == 0 { 0 } else { errno::get() })
     };
     let mut result = in_use;
@@ -257,6 +279,10 @@ unsafe fn refused(
 /// Hold mode: a TCP bind to a held port is answered from the command's socket. None to bind
 /// as without hold. The address is copied with a system call that fails cleanly on a bad
 /// pointer, since here it must be read before any bind.
+///
+/// # Safety
+/// `addr` and `len` are the caller's bind() arguments (they are only ever copied through
+/// the kernel, or passed on to the real bind).
 unsafe fn bind_held(
     cfg: &Config,
     hold: &Hold,
@@ -271,7 +297,7 @@ unsafe fn bind_held(
     let family = handover::replaceable(fd)?;
     let mut buf = [0u8; SOCKADDR_MAX];
     let n = len as usize;
-    if sys::read_own_memory(buf.as_mut_ptr().cast(), addr.cast(), n) != n as isize {
+    if sys::read_own_memory(buf.get_mut(..n)?, addr as usize) != n as isize {
         // EFAULT: a bad pointer, which the real bind reports. Anything else means the copy
         // itself is refused here (a seccomp filter): hold mode cannot work, and says so once.
         let why = errno::get();
@@ -305,7 +331,8 @@ unsafe fn bind_held(
                 handover::Outcome::Installed => (0, 0),
                 handover::Outcome::Failed(e) => (-1, e),
                 handover::Outcome::Unavailable => {
-                    let rc = real::bind()(fd, addr, len);
+                    // SAFETY: the caller's bind(), with its own arguments.
+                    let rc = unsafe { real::bind()(fd, addr, len) };
                     (rc, if rc == 0 { 0 } else { errno::get() })
                 }
             };
@@ -328,16 +355,7 @@ unsafe fn bind_held(
 }
 
 fn set_int(fd: c_int, name: c_int, v: c_int) -> c_int {
-    // SAFETY: v outlives the call and the length is its size.
-    unsafe {
-        crate::sys::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            &v as *const c_int as *const c_void,
-            size_of::<c_int>() as socklen_t,
-        )
-    }
+    sys::setsockopt_value(fd, libc::SOL_SOCKET, name, &v)
 }
 
 #[cfg(not(target_vendor = "apple"))]
@@ -359,16 +377,7 @@ fn apply(fd: c_int, ep: &Endpoint, o: &Options) {
             l_onoff: 1,
             l_linger: seconds as c_int,
         };
-        // SAFETY: l outlives the call and the length is its size.
-        let rc = unsafe {
-            crate::sys::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                LINGER_OPTION.0,
-                &l as *const libc::linger as *const c_void,
-                size_of::<libc::linger>() as socklen_t,
-            )
-        };
+        let rc = sys::setsockopt_value(fd, libc::SOL_SOCKET, LINGER_OPTION.0, &l);
         if rc != 0 {
             report::option_failed(ep, LINGER_OPTION.1, errno::get());
         }
@@ -378,6 +387,7 @@ fn apply(fd: c_int, ep: &Endpoint, o: &Options) {
 #[cfg(target_vendor = "apple")]
 mod interpose {
     use super::*;
+    use core::ffi::c_void;
 
     // The names programs call, declared here rather than taken from the libc crate: on
     // x86_64 macOS the crate binds `close` to `close$NOCANCEL`, and interposing that would

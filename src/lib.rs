@@ -13,6 +13,16 @@
 //! The library is `no_std` with `panic = "abort"`: no unwinder, no allocator, no libgcc_s,
 //! and about 55 kB, in two segments, to map into every process that inherits the environment.
 #![cfg_attr(not(test), no_std)]
+// What could abort a host, or a diagnosis in it: never outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 mod activation;
 mod addr_in_use;

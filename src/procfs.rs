@@ -13,8 +13,7 @@ use crate::{real, sys};
 
 /// Reads a file line by line through a fixed buffer; lines longer than it are skipped.
 fn for_each_line(path: &CStr, mut f: impl FnMut(&[u8])) -> bool {
-    // SAFETY: path is NUL-terminated.
-    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = sys::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
     if fd < 0 {
         return false;
     }
@@ -25,8 +24,7 @@ fn for_each_line(path: &CStr, mut f: impl FnMut(&[u8])) -> bool {
         let Some(room) = buf.get_mut(have..) else {
             break;
         };
-        // SAFETY: writes at most room.len() bytes into room.
-        let n = unsafe { sys::read(fd, room.as_mut_ptr().cast(), room.len()) };
+        let n = sys::read(fd, room);
         if n <= 0 {
             if let Some(last) = buf.get(..have).filter(|l| !l.is_empty()) {
                 f(last);
@@ -162,13 +160,7 @@ fn for_each_number(_dir: &CStr, _f: impl FnMut(u64) -> bool) {}
 /// allocate its DIR), until it returns false.
 #[cfg(target_os = "linux")]
 fn for_each_number(dir: &CStr, mut f: impl FnMut(u64) -> bool) {
-    // SAFETY: dir is NUL-terminated.
-    let fd = unsafe {
-        sys::open(
-            dir.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
+    let fd = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
     if fd < 0 {
         return;
     }
@@ -255,10 +247,7 @@ pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
             let fd_s = Digits::of(fd);
             let link = PathBuf::new(&[b"/proc/", pid_s.bytes(), b"/fd/", fd_s.bytes()]);
             let mut target = [0u8; 40];
-            // SAFETY: link is NUL-terminated; target has room for what we ask.
-            let n = unsafe {
-                sys::readlink(link.c().as_ptr(), target.as_mut_ptr().cast(), target.len())
-            };
+            let n = sys::readlink(link.c(), &mut target);
             if n > 0 && target.get(..n as usize) == Some(want) {
                 let mut o = Owner {
                     pid: pid as i32,
@@ -278,15 +267,13 @@ pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
 
 /// Reads a whole small file (up to the buffer) through raw calls; its length.
 fn read_small(path: &CStr, out: &mut [u8]) -> usize {
-    // SAFETY: path is NUL-terminated.
-    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = sys::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
     if fd < 0 {
         return 0;
     }
     let mut n = 0usize;
     while let Some(room) = out.get_mut(n..).filter(|r| !r.is_empty()) {
-        // SAFETY: reads write into `room` only.
-        let r = unsafe { sys::read(fd, room.as_mut_ptr().cast(), room.len()) };
+        let r = sys::read(fd, room);
         if r <= 0 {
             break;
         }
@@ -346,8 +333,7 @@ impl Ancestry {
 
 fn exe_of(pid: &[u8], out: &mut [u8; 256]) -> usize {
     let p = PathBuf::new(&[b"/proc/", pid, b"/exe"]);
-    // SAFETY: out has room for what we ask.
-    let n = unsafe { sys::readlink(p.c().as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    let n = sys::readlink(p.c(), out);
     if n > 0 && (n as usize) < out.len() {
         n as usize
     } else {

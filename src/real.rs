@@ -16,6 +16,10 @@ pub type DupFn = unsafe extern "C" fn(c_int) -> c_int;
 pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 #[cfg(not(target_vendor = "apple"))]
 pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 pub type DlopenFn = unsafe extern "C" fn(*const core::ffi::c_char, c_int) -> *mut core::ffi::c_void;
 
 #[cfg(not(target_vendor = "apple"))]
@@ -129,19 +133,24 @@ mod elf {
         use libc::{c_long, syscall, SYS_bind, SYS_close, SYS_dup, SYS_dup3, SYS_socket};
 
         pub unsafe extern "C" fn socket(d: c_int, t: c_int, p: c_int) -> c_int {
-            syscall(SYS_socket, d as c_long, t as c_long, p as c_long) as c_int
+            // SAFETY: a system call with the caller's arguments.
+            unsafe { syscall(SYS_socket, d as c_long, t as c_long, p as c_long) as c_int }
         }
         pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
-            syscall(SYS_bind, fd as c_long, a, l as c_long) as c_int
+            // SAFETY: a system call with the caller's arguments.
+            unsafe { syscall(SYS_bind, fd as c_long, a, l as c_long) as c_int }
         }
         pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-            syscall(SYS_close, fd as c_long) as c_int
+            // SAFETY: a system call with the caller's arguments.
+            unsafe { syscall(SYS_close, fd as c_long) as c_int }
         }
         pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-            syscall(SYS_dup, fd as c_long) as c_int
+            // SAFETY: a system call with the caller's arguments.
+            unsafe { syscall(SYS_dup, fd as c_long) as c_int }
         }
         pub unsafe extern "C" fn dup3(a: c_int, b: c_int, f: c_int) -> c_int {
-            syscall(SYS_dup3, a as c_long, b as c_long, f as c_long) as c_int
+            // SAFETY: a system call with the caller's arguments.
+            unsafe { syscall(SYS_dup3, a as c_long, b as c_long, f as c_long) as c_int }
         }
         /// dup2 through dup3 (some architectures have no dup2 system call); dup3 refuses
         /// equal descriptors, where dup2 only checks that the descriptor is open.
@@ -152,7 +161,8 @@ mod elf {
                 }
                 return b;
             }
-            dup3(a, b, 0)
+            // SAFETY: dup3 takes no memory.
+            unsafe { dup3(a, b, 0) }
         }
     }
 }

@@ -47,41 +47,27 @@ static STDERR_DEV: AtomicU64 = AtomicU64::new(0);
 static STDERR_INO: AtomicU64 = AtomicU64::new(0);
 static STDERR_OK: AtomicBool = AtomicBool::new(false);
 
+// st_dev and st_ino are u64 on Linux but narrower or signed on macOS.
+#[allow(clippy::unnecessary_cast)]
 fn stderr_id() -> Option<(u64, u64)> {
-    // SAFETY: a zeroed stat is valid; fstat fills it or fails.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    if unsafe { crate::sys::fstat(2, &mut st) } != 0 {
-        return None;
-    }
+    let st = crate::sys::fstat(2)?;
     Some((st.st_dev as u64, st.st_ino as u64))
 }
 
 fn stderr_is_inet_socket() -> bool {
     #[cfg(not(target_vendor = "apple"))]
     {
-        let mut v: libc::c_int = 0;
-        let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len outlive the call; a non-socket just fails with ENOTSOCK.
-        let rc = unsafe {
-            crate::sys::getsockopt(
-                2,
-                libc::SOL_SOCKET,
-                libc::SO_DOMAIN,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        rc == 0 && (v == libc::AF_INET || v == libc::AF_INET6)
+        // A non-socket just fails with ENOTSOCK.
+        crate::sys::getsockopt_int(2, libc::SOL_SOCKET, libc::SO_DOMAIN)
+            .is_some_and(|v| v == libc::AF_INET || v == libc::AF_INET6)
     }
     #[cfg(target_vendor = "apple")]
     {
-        // SAFETY: a zeroed sockaddr_storage is valid; a non-socket fails with ENOTSOCK.
-        let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-        let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let rc = unsafe {
-            libc::getsockname(2, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len)
-        };
-        rc == 0 && (ss.ss_family as i32 == libc::AF_INET || ss.ss_family as i32 == libc::AF_INET6)
+        // A non-socket fails with ENOTSOCK.
+        crate::sys::getsockname(2).is_some_and(|(b, len)| {
+            let family = b.get(1).copied().map(i32::from).filter(|_| len >= 2);
+            family == Some(libc::AF_INET) || family == Some(libc::AF_INET6)
+        })
     }
 }
 
@@ -107,12 +93,9 @@ fn emit(line: &mut Line) {
     if !stderr_unchanged() || stderr_is_inet_socket() {
         return;
     }
-    let bytes = line.finish();
-    // SAFETY: bytes is a valid buffer of that length. A stderr pipe whose reader is gone
-    // must not kill a host that never writes to stderr itself.
-    unsafe {
-        crate::sys::write_no_sigpipe(2, bytes.as_ptr().cast(), bytes.len());
-    }
+    // A stderr pipe whose reader is gone must not kill a host that never writes to stderr
+    // itself.
+    crate::sys::write_no_sigpipe(2, line.finish());
 }
 
 /// Builds and writes one line if `at` is enabled.

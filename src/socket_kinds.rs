@@ -17,7 +17,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
-use libc::{c_int, c_void, socklen_t};
+use libc::{c_int, c_void};
 use reuse_core::decision::{Protocol, SocketType, Transport};
 
 use crate::{errno, sys};
@@ -48,7 +48,7 @@ fn map_table() -> Option<&'static Table> {
     }
     let saved = errno::get();
     // SAFETY: a fresh private anonymous mapping of the table's size.
-    let mine = unsafe { sys::map_zeroed(SLOTS) }.cast::<Table>();
+    let mine = sys::map_zeroed(SLOTS).cast::<Table>();
     let won = if mine.is_null() {
         NO_TABLE.store(true, Ordering::Relaxed);
         None
@@ -57,6 +57,7 @@ fn map_table() -> Option<&'static Table> {
             Ok(_) => Some(mine),
             Err(theirs) => {
                 // Another thread's first socket was faster: use its table, drop ours.
+                // SAFETY: our own fresh mapping, which no one else has seen.
                 unsafe { sys::unmap(mine.cast::<c_void>(), SLOTS) };
                 Some(theirs)
             }
@@ -157,12 +158,7 @@ pub fn transport(fd: c_int) -> Option<Transport> {
 }
 
 fn int_option(fd: c_int, name: c_int) -> Option<c_int> {
-    let mut v: c_int = 0;
-    let mut len = core::mem::size_of::<c_int>() as socklen_t;
-    let p = &mut v as *mut c_int as *mut c_void;
-    // SAFETY: v and len outlive the call and len is v's size.
-    let rc = unsafe { crate::sys::getsockopt(fd, libc::SOL_SOCKET, name, p, &mut len) };
-    (rc == 0).then_some(v)
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, name)
 }
 
 #[cold]

@@ -69,6 +69,7 @@ fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
         unsafe { environ }
     };
     #[cfg(target_vendor = "apple")]
+    // SAFETY: _NSGetEnviron returns the process's environ pointer.
     let mut p: *const *const c_char = unsafe { *libc::_NSGetEnviron() as *const *const c_char };
     core::iter::from_fn(move || {
         if p.is_null() {
@@ -86,8 +87,9 @@ fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
                 let bytes = entry as *const u8;
                 // Compared byte by byte: a shorter entry ends in a NUL, which matches no
                 // prefix byte, so nothing past it is read.
-                let ours = (0..6).all(|i| *bytes.add(i) == b"REUSE_"[i])
-                    || (0..7).all(|i| *bytes.add(i) == b"LISTEN_"[i]);
+                let starts =
+                    |prefix: &[u8]| prefix.iter().enumerate().all(|(i, b)| *bytes.add(i) == *b);
+                let ours = starts(b"REUSE_") || starts(b"LISTEN_");
                 if ours {
                     let mut n = 6;
                     while *bytes.add(n) != 0 {
@@ -110,6 +112,7 @@ fn secure_execution() -> bool {
     }
     #[cfg(target_vendor = "apple")]
     {
+        // SAFETY: no memory involved.
         unsafe { libc::issetugid() != 0 }
     }
 }
@@ -186,7 +189,10 @@ fn mark_reported(mark: u64) {
     let mut value = [0u8; 17];
     for (i, d) in value.iter_mut().take(16).enumerate() {
         let nibble = (mark >> (60 - 4 * i)) & 0xf;
-        *d = b"0123456789abcdef"[nibble as usize];
+        *d = b"0123456789abcdef"
+            .get(nibble as usize)
+            .copied()
+            .unwrap_or(b'0');
     }
     let mut name = [0u8; 32];
     for (d, s) in name.iter_mut().zip(config::REPORTED_VARIABLE.bytes()) {
@@ -197,6 +203,7 @@ fn mark_reported(mark: u64) {
 
 fn active_if_ready() -> Option<&'static Config> {
     if STATE.load(Ordering::Acquire) == ACTIVE {
+        // SAFETY: ACTIVE is stored (Release) only after the configuration was written.
         Some(unsafe { (*CONFIG.0.get()).assume_init_ref() })
     } else {
         None

@@ -1,6 +1,6 @@
 //! The system calls the library makes of its own (the socket options it sets, logging,
 //! diagnosis, waiting, hold mode's hand-over), made through libc's `syscall` on Linux x86_64
-//! and aarch64.
+//! and aarch64; and the clocks.
 //!
 //! Why not through the libc functions of those names: the library is loaded into every
 //! process that inherits the environment, and the loader resolves each libc symbol it
@@ -8,8 +8,12 @@
 //! binding to defer the work): about 600 instructions a symbol. Sixteen functions cost
 //! every `exec` about 10,000 instructions of symbol lookups; one `syscall` import costs one.
 //! Elsewhere (macOS, other architectures) these are the libc functions.
+//!
+//! Each wrapper takes Rust references and slices where the call reads or writes memory, so
+//! that it is a safe function; the few that take raw pointers say what they need.
 
-#![allow(clippy::missing_safety_doc)]
+use core::ffi::CStr;
+use core::mem::{size_of, zeroed};
 
 use libc::{c_int, c_void, msghdr, pid_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
 
@@ -26,108 +30,151 @@ mod imp {
         r as c_int
     }
 
-    pub unsafe fn open(path: *const libc::c_char, flags: c_int) -> c_int {
-        ret(syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD as c_long,
-            path,
-            flags as c_long,
-            0 as c_long,
-        ))
+    pub fn open(path: &CStr, flags: c_int) -> c_int {
+        // SAFETY: path is NUL-terminated; openat reads only it.
+        ret(unsafe {
+            syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD as c_long,
+                path.as_ptr(),
+                flags as c_long,
+                0 as c_long,
+            )
+        })
     }
-    pub unsafe fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-        syscall(libc::SYS_read, fd as c_long, buf, n) as ssize_t
+    pub fn read(fd: c_int, buf: &mut [u8]) -> ssize_t {
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        unsafe { syscall(libc::SYS_read, fd as c_long, buf.as_mut_ptr(), buf.len()) as ssize_t }
     }
-    pub unsafe fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-        syscall(libc::SYS_write, fd as c_long, buf, n) as ssize_t
+    pub fn write(fd: c_int, buf: &[u8]) -> ssize_t {
+        // SAFETY: the kernel reads buf.len() bytes of buf.
+        unsafe { syscall(libc::SYS_write, fd as c_long, buf.as_ptr(), buf.len()) as ssize_t }
     }
-    pub unsafe fn readlink(
-        path: *const libc::c_char,
-        buf: *mut libc::c_char,
-        n: size_t,
-    ) -> ssize_t {
-        syscall(libc::SYS_readlinkat, libc::AT_FDCWD as c_long, path, buf, n) as ssize_t
+    pub fn readlink(path: &CStr, buf: &mut [u8]) -> ssize_t {
+        // SAFETY: path is NUL-terminated; the kernel writes at most buf.len() bytes.
+        unsafe {
+            syscall(
+                libc::SYS_readlinkat,
+                libc::AT_FDCWD as c_long,
+                path.as_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            ) as ssize_t
+        }
     }
     pub fn getpid() -> pid_t {
+        // SAFETY: no memory involved.
         unsafe { syscall(libc::SYS_getpid) as pid_t }
     }
     pub fn getuid() -> libc::uid_t {
+        // SAFETY: no memory involved.
         unsafe { syscall(libc::SYS_getuid) as libc::uid_t }
     }
     pub fn geteuid() -> libc::uid_t {
+        // SAFETY: no memory involved.
         unsafe { syscall(libc::SYS_geteuid) as libc::uid_t }
     }
-    pub unsafe fn getsockname(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
-        ret(syscall(libc::SYS_getsockname, fd as c_long, a, l))
+    /// # Safety
+    /// `a` and `l` as getsockname(2) has them: `*l` bytes writable at `a`.
+    pub unsafe fn getsockname_raw(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
+        // SAFETY: the caller's promise.
+        ret(unsafe { syscall(libc::SYS_getsockname, fd as c_long, a, l) })
     }
-    /// Copies `n` bytes at `from` in this process into `to`, or fails with EFAULT (never a
-    /// SIGSEGV) if they are not all readable.
-    pub unsafe fn read_own_memory(to: *mut c_void, from: *const c_void, n: size_t) -> ssize_t {
+    /// Copies `to.len()` bytes at address `from` of this process into `to`, or fails with
+    /// EFAULT (never a SIGSEGV) if they are not all readable: the kernel checks.
+    pub fn read_own_memory(to: &mut [u8], from: usize) -> ssize_t {
         let local = libc::iovec {
-            iov_base: to,
-            iov_len: n,
+            iov_base: to.as_mut_ptr().cast(),
+            iov_len: to.len(),
         };
         let remote = libc::iovec {
             iov_base: from as *mut c_void,
-            iov_len: n,
+            iov_len: to.len(),
         };
-        syscall(
-            libc::SYS_process_vm_readv,
-            getpid() as c_long,
-            &local as *const libc::iovec,
-            1 as c_long,
-            &remote as *const libc::iovec,
-            1 as c_long,
-            0 as c_long,
-        ) as ssize_t
+        // SAFETY: the kernel writes into `to` (its length) and reads the remote range with
+        // its own checks, reporting EFAULT for what is not mapped.
+        unsafe {
+            syscall(
+                libc::SYS_process_vm_readv,
+                getpid() as c_long,
+                &local as *const libc::iovec,
+                1 as c_long,
+                &remote as *const libc::iovec,
+                1 as c_long,
+                0 as c_long,
+            ) as ssize_t
+        }
     }
     pub fn kill(pid: pid_t, sig: c_int) -> c_int {
         // SAFETY: kill touches no memory of this process.
         ret(unsafe { syscall(libc::SYS_kill, pid as c_long, sig as c_long) })
     }
-    pub unsafe fn nanosleep(t: *const timespec) -> c_int {
-        ret(syscall(
-            libc::SYS_nanosleep,
-            t,
-            core::ptr::null_mut::<timespec>(),
-        ))
+    pub fn nanosleep(t: &timespec) -> c_int {
+        // SAFETY: the kernel reads *t; no remainder is asked for.
+        ret(unsafe {
+            syscall(
+                libc::SYS_nanosleep,
+                t as *const timespec,
+                core::ptr::null_mut::<timespec>(),
+            )
+        })
     }
-    pub unsafe fn clock_monotonic(t: *mut timespec) -> c_int {
-        ret(syscall(
-            libc::SYS_clock_gettime,
-            libc::CLOCK_MONOTONIC as c_long,
-            t,
-        ))
+    pub fn clock_monotonic(t: &mut timespec) -> c_int {
+        // SAFETY: the kernel writes one timespec into *t.
+        ret(unsafe {
+            syscall(
+                libc::SYS_clock_gettime,
+                libc::CLOCK_MONOTONIC as c_long,
+                t as *mut timespec,
+            )
+        })
     }
-    pub unsafe fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
-        ret(syscall(
-            libc::SYS_fcntl,
-            fd as c_long,
-            cmd as c_long,
-            arg as c_long,
-        ))
+    /// fcntl with an integer argument (F_GETFD, F_SETFD, F_GETFL, F_SETFL): no memory.
+    pub fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+        // SAFETY: the commands used take an integer, not a pointer.
+        ret(unsafe { syscall(libc::SYS_fcntl, fd as c_long, cmd as c_long, arg as c_long) })
     }
-    pub unsafe fn connect(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
-        ret(syscall(libc::SYS_connect, fd as c_long, a, l as c_long))
+    pub fn connect_unix(fd: c_int, a: &libc::sockaddr_un) -> c_int {
+        // SAFETY: the kernel reads one sockaddr_un.
+        ret(unsafe {
+            syscall(
+                libc::SYS_connect,
+                fd as c_long,
+                a as *const libc::sockaddr_un,
+                size_of::<libc::sockaddr_un>() as c_long,
+            )
+        })
     }
-    pub unsafe fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-        syscall(
-            libc::SYS_sendto,
-            fd as c_long,
-            buf,
-            n,
-            flags as c_long,
-            core::ptr::null::<sockaddr>(),
-            0 as c_long,
-        ) as ssize_t
+    pub fn send(fd: c_int, buf: &[u8], flags: c_int) -> ssize_t {
+        // SAFETY: the kernel reads buf.len() bytes of buf.
+        unsafe {
+            syscall(
+                libc::SYS_sendto,
+                fd as c_long,
+                buf.as_ptr(),
+                buf.len(),
+                flags as c_long,
+                core::ptr::null::<sockaddr>(),
+                0 as c_long,
+            ) as ssize_t
+        }
     }
+    /// # Safety
+    /// `m` describes buffers valid for the kernel to write, as recvmsg(2) has it.
     pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
-        syscall(libc::SYS_recvmsg, fd as c_long, m, flags as c_long) as ssize_t
+        // SAFETY: the caller's promise.
+        unsafe { syscall(libc::SYS_recvmsg, fd as c_long, m, flags as c_long) as ssize_t }
     }
-    pub unsafe fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
-        ret(syscall(libc::SYS_fstat, fd as c_long, st))
+    pub fn fstat(fd: c_int) -> Option<libc::stat> {
+        // SAFETY: a zeroed stat is a valid value for the kernel to fill.
+        let mut st: libc::stat = unsafe { zeroed() };
+        // SAFETY: the kernel writes one stat.
+        let rc = unsafe { syscall(libc::SYS_fstat, fd as c_long, &mut st as *mut libc::stat) };
+        (rc == 0).then_some(st)
     }
-    pub unsafe fn setsockopt(
+    /// # Safety
+    /// `len` bytes readable at `v`, as setsockopt(2) has them.
+    pub unsafe fn setsockopt_raw(
         fd: c_int,
         level: c_int,
         name: c_int,
@@ -135,9 +182,12 @@ mod imp {
         len: socklen_t,
     ) -> c_int {
         let (fd, level, name, len) = (fd as c_long, level as c_long, name as c_long, len as c_long);
-        ret(syscall(libc::SYS_setsockopt, fd, level, name, v, len))
+        // SAFETY: the caller's promise.
+        ret(unsafe { syscall(libc::SYS_setsockopt, fd, level, name, v, len) })
     }
-    pub unsafe fn getsockopt(
+    /// # Safety
+    /// `*len` bytes writable at `v`, as getsockopt(2) has them.
+    pub unsafe fn getsockopt_raw(
         fd: c_int,
         level: c_int,
         name: c_int,
@@ -145,12 +195,14 @@ mod imp {
         len: *mut socklen_t,
     ) -> c_int {
         let (fd, level, name) = (fd as c_long, level as c_long, name as c_long);
-        ret(syscall(libc::SYS_getsockopt, fd, level, name, v, len))
+        // SAFETY: the caller's promise.
+        ret(unsafe { syscall(libc::SYS_getsockopt, fd, level, name, v, len) })
     }
     /// What a panic ends in (none is expected): SIGABRT to this thread, as abort(3) raises
     /// it, and if the host catches or blocks it, the end of the process all the same, with
     /// the status a shell shows for SIGABRT.
     pub fn abort() -> ! {
+        // SAFETY: signals and exit touch no memory of this process.
         unsafe {
             let tid = syscall(libc::SYS_gettid);
             syscall(
@@ -165,28 +217,38 @@ mod imp {
         }
     }
     /// Private anonymous memory, reserved lazily by the kernel; null on failure.
-    pub unsafe fn map_zeroed(len: size_t) -> *mut c_void {
+    pub fn map_zeroed(len: size_t) -> *mut c_void {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-        let r = syscall(
-            libc::SYS_mmap,
-            0 as c_long,
-            len,
-            (libc::PROT_READ | libc::PROT_WRITE) as c_long,
-            flags as c_long,
-            -1 as c_long,
-            0 as c_long,
-        );
+        // SAFETY: a fresh anonymous mapping touches no existing memory.
+        let r = unsafe {
+            syscall(
+                libc::SYS_mmap,
+                0 as c_long,
+                len,
+                (libc::PROT_READ | libc::PROT_WRITE) as c_long,
+                flags as c_long,
+                -1 as c_long,
+                0 as c_long,
+            )
+        };
         if r < 0 {
             core::ptr::null_mut()
         } else {
             r as *mut c_void
         }
     }
+    /// # Safety
+    /// `p..p+len` is a mapping of this library's own that nothing uses any more.
     pub unsafe fn unmap(p: *mut c_void, len: size_t) {
-        syscall(libc::SYS_munmap, p, len);
+        // SAFETY: the caller's promise.
+        unsafe { syscall(libc::SYS_munmap, p, len) };
     }
+    /// # Safety
+    /// The pages `p..p+len` may take the protection `prot` with no access breaking.
+    #[cfg(target_env = "gnu")]
     pub unsafe fn protect(p: *mut c_void, len: size_t, prot: c_int) -> c_int {
-        ret(syscall(libc::SYS_mprotect, p, len, prot as c_long))
+        // SAFETY: the caller's promise.
+        ret(unsafe { syscall(libc::SYS_mprotect, p, len, prot as c_long) })
     }
 
     /// The kernel's signal set for these architectures: one 64-bit word.
@@ -195,46 +257,50 @@ mod imp {
     /// Writes without letting a SIGPIPE from this write reach the host: SIGPIPE is blocked
     /// for this thread around the write, and one it raised is taken back if it was not
     /// pending before.
-    pub unsafe fn write_no_sigpipe(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    pub fn write_no_sigpipe(fd: c_int, buf: &[u8]) -> ssize_t {
         let pipe: u64 = 1 << (libc::SIGPIPE - 1);
         let mut old: u64 = 0;
         let mut pending: u64 = 0;
-        syscall(
-            libc::SYS_rt_sigpending,
-            &mut pending as *mut u64,
-            SIGSET_BYTES,
-        );
-        let was_pending = pending & pipe != 0;
-        syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_BLOCK as c_long,
-            &pipe as *const u64,
-            &mut old as *mut u64,
-            SIGSET_BYTES,
-        );
-        let r = write(fd, buf, n);
-        if r < 0 && *libc::__errno_location() == libc::EPIPE && !was_pending {
-            let zero = timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            let mut info = [0u64; 16];
+        // SAFETY: each call reads or writes one signal set of SIGSET_BYTES, or a siginfo
+        // into a buffer of 128 bytes, all locals.
+        unsafe {
             syscall(
-                libc::SYS_rt_sigtimedwait,
-                &pipe as *const u64,
-                info.as_mut_ptr(),
-                &zero as *const timespec,
+                libc::SYS_rt_sigpending,
+                &mut pending as *mut u64,
                 SIGSET_BYTES,
             );
+            let was_pending = pending & pipe != 0;
+            syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_BLOCK as c_long,
+                &pipe as *const u64,
+                &mut old as *mut u64,
+                SIGSET_BYTES,
+            );
+            let r = write(fd, buf);
+            if r < 0 && crate::errno::get() == libc::EPIPE && !was_pending {
+                let zero = timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                let mut info = [0u64; 16];
+                syscall(
+                    libc::SYS_rt_sigtimedwait,
+                    &pipe as *const u64,
+                    info.as_mut_ptr(),
+                    &zero as *const timespec,
+                    SIGSET_BYTES,
+                );
+            }
+            syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK as c_long,
+                &old as *const u64,
+                core::ptr::null_mut::<u64>(),
+                SIGSET_BYTES,
+            );
+            r
         }
-        syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK as c_long,
-            &old as *const u64,
-            core::ptr::null_mut::<u64>(),
-            SIGSET_BYTES,
-        );
-        r
     }
 }
 
@@ -245,37 +311,43 @@ mod imp {
 mod imp {
     use super::*;
 
-    pub unsafe fn open(path: *const libc::c_char, flags: c_int) -> c_int {
-        libc::open(path, flags)
+    pub fn open(path: &CStr, flags: c_int) -> c_int {
+        // SAFETY: path is NUL-terminated.
+        unsafe { libc::open(path.as_ptr(), flags) }
     }
-    pub unsafe fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-        libc::read(fd, buf, n)
+    pub fn read(fd: c_int, buf: &mut [u8]) -> ssize_t {
+        // SAFETY: at most buf.len() bytes are written into buf.
+        unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
     }
-    pub unsafe fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-        libc::write(fd, buf, n)
+    pub fn write(fd: c_int, buf: &[u8]) -> ssize_t {
+        // SAFETY: buf.len() bytes of buf are read.
+        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
     }
-    pub unsafe fn readlink(
-        path: *const libc::c_char,
-        buf: *mut libc::c_char,
-        n: size_t,
-    ) -> ssize_t {
-        libc::readlink(path, buf, n)
+    pub fn readlink(path: &CStr, buf: &mut [u8]) -> ssize_t {
+        // SAFETY: path is NUL-terminated; at most buf.len() bytes are written.
+        unsafe { libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
     }
     pub fn getpid() -> pid_t {
+        // SAFETY: no memory involved.
         unsafe { libc::getpid() }
     }
     pub fn getuid() -> libc::uid_t {
+        // SAFETY: no memory involved.
         unsafe { libc::getuid() }
     }
     pub fn geteuid() -> libc::uid_t {
+        // SAFETY: no memory involved.
         unsafe { libc::geteuid() }
     }
-    pub unsafe fn getsockname(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
-        libc::getsockname(fd, a, l)
+    /// # Safety
+    /// `a` and `l` as getsockname(2) has them.
+    pub unsafe fn getsockname_raw(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
+        // SAFETY: the caller's promise.
+        unsafe { libc::getsockname(fd, a, l) }
     }
     /// No way to copy from an unchecked pointer without faulting here: hold mode (which
     /// needs it) is Linux-only, and this reports ENOSYS.
-    pub unsafe fn read_own_memory(_to: *mut c_void, _from: *const c_void, _n: size_t) -> ssize_t {
+    pub fn read_own_memory(_to: &mut [u8], _from: usize) -> ssize_t {
         crate::errno::set(libc::ENOSYS);
         -1
     }
@@ -283,95 +355,159 @@ mod imp {
         // SAFETY: kill touches no memory of this process.
         unsafe { libc::kill(pid, sig) }
     }
-    pub unsafe fn nanosleep(t: *const timespec) -> c_int {
-        libc::nanosleep(t, core::ptr::null_mut())
+    pub fn nanosleep(t: &timespec) -> c_int {
+        // SAFETY: *t is read; no remainder is asked for.
+        unsafe { libc::nanosleep(t, core::ptr::null_mut()) }
     }
-    pub unsafe fn clock_monotonic(t: *mut timespec) -> c_int {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, t)
+    pub fn clock_monotonic(t: &mut timespec) -> c_int {
+        // SAFETY: one timespec is written into *t.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, t) }
     }
-    pub unsafe fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
-        libc::fcntl(fd, cmd, arg)
+    /// fcntl with an integer argument: no memory.
+    pub fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+        // SAFETY: the commands used take an integer, not a pointer.
+        unsafe { libc::fcntl(fd, cmd, arg) }
     }
-    pub unsafe fn connect(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
-        libc::connect(fd, a, l)
+    pub fn connect_unix(fd: c_int, a: &libc::sockaddr_un) -> c_int {
+        // SAFETY: one sockaddr_un is read.
+        unsafe {
+            libc::connect(
+                fd,
+                (a as *const libc::sockaddr_un).cast(),
+                size_of::<libc::sockaddr_un>() as socklen_t,
+            )
+        }
     }
-    pub unsafe fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-        libc::send(fd, buf, n, flags)
+    pub fn send(fd: c_int, buf: &[u8], flags: c_int) -> ssize_t {
+        // SAFETY: buf.len() bytes of buf are read.
+        unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) }
     }
+    /// # Safety
+    /// `m` describes buffers valid for the kernel to write, as recvmsg(2) has it.
     pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
-        libc::recvmsg(fd, m, flags)
+        // SAFETY: the caller's promise.
+        unsafe { libc::recvmsg(fd, m, flags) }
     }
-    pub unsafe fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
-        libc::fstat(fd, st)
+    pub fn fstat(fd: c_int) -> Option<libc::stat> {
+        // SAFETY: a zeroed stat is a valid value for fstat to fill.
+        let mut st: libc::stat = unsafe { zeroed() };
+        // SAFETY: one stat is written.
+        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
     }
-    pub unsafe fn setsockopt(
+    /// # Safety
+    /// `len` bytes readable at `v`.
+    pub unsafe fn setsockopt_raw(
         fd: c_int,
         level: c_int,
         name: c_int,
         v: *const c_void,
         len: socklen_t,
     ) -> c_int {
-        libc::setsockopt(fd, level, name, v, len)
+        // SAFETY: the caller's promise.
+        unsafe { libc::setsockopt(fd, level, name, v, len) }
     }
-    pub unsafe fn getsockopt(
+    /// # Safety
+    /// `*len` bytes writable at `v`.
+    pub unsafe fn getsockopt_raw(
         fd: c_int,
         level: c_int,
         name: c_int,
         v: *mut c_void,
         len: *mut socklen_t,
     ) -> c_int {
-        libc::getsockopt(fd, level, name, v, len)
+        // SAFETY: the caller's promise.
+        unsafe { libc::getsockopt(fd, level, name, v, len) }
     }
     pub fn abort() -> ! {
+        // SAFETY: ends the process.
         unsafe { libc::abort() }
     }
-    pub unsafe fn map_zeroed(len: size_t) -> *mut c_void {
+    pub fn map_zeroed(len: size_t) -> *mut c_void {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
-        let p = libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANON,
-            -1,
-            0,
-        );
+        // SAFETY: a fresh anonymous mapping touches no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANON,
+                -1,
+                0,
+            )
+        };
         if p == libc::MAP_FAILED {
             core::ptr::null_mut()
         } else {
             p
         }
     }
+    /// # Safety
+    /// `p..p+len` is a mapping of this library's own that nothing uses any more.
     pub unsafe fn unmap(p: *mut c_void, len: size_t) {
-        libc::munmap(p, len);
-    }
-    pub unsafe fn protect(p: *mut c_void, len: size_t, prot: c_int) -> c_int {
-        libc::mprotect(p, len, prot)
+        // SAFETY: the caller's promise.
+        unsafe { libc::munmap(p, len) };
     }
 
     /// Writes without letting a SIGPIPE from this write reach the host (see the Linux one).
-    pub unsafe fn write_no_sigpipe(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-        let mut pipe: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        let mut pending: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut pipe);
-        libc::sigaddset(&mut pipe, libc::SIGPIPE);
-        libc::sigpending(&mut pending);
-        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
-        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
-        let r = write(fd, buf, n);
-        if r < 0 && !was_pending {
+    pub fn write_no_sigpipe(fd: c_int, buf: &[u8]) -> ssize_t {
+        // SAFETY: signal sets are locals, initialized by sigemptyset before use.
+        unsafe {
+            let mut pipe: libc::sigset_t = zeroed();
+            let mut old: libc::sigset_t = zeroed();
+            let mut pending: libc::sigset_t = zeroed();
+            libc::sigemptyset(&mut pipe);
+            libc::sigaddset(&mut pipe, libc::SIGPIPE);
             libc::sigpending(&mut pending);
-            if libc::sigismember(&pending, libc::SIGPIPE) == 1 {
-                let mut sig = 0;
-                libc::sigwait(&pipe, &mut sig);
+            let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+            libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+            let r = write(fd, buf);
+            if r < 0 && !was_pending {
+                libc::sigpending(&mut pending);
+                if libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+                    let mut sig = 0;
+                    libc::sigwait(&pipe, &mut sig);
+                }
             }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+            r
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        r
     }
 }
 
 pub use imp::*;
+
+/// An integer socket option; None if the kernel refused.
+pub fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: v and len outlive the call and len is v's size.
+    let rc = unsafe { getsockopt_raw(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
+    (rc == 0).then_some(v)
+}
+
+/// Sets a socket option to the bytes of `v` (an integer, a linger, a timeval).
+pub fn setsockopt_value<T: Copy>(fd: c_int, level: c_int, name: c_int, v: &T) -> c_int {
+    // SAFETY: v outlives the call and the length is its size.
+    unsafe {
+        setsockopt_raw(
+            fd,
+            level,
+            name,
+            (v as *const T).cast(),
+            size_of::<T>() as socklen_t,
+        )
+    }
+}
+
+/// Where a socket is bound, as the kernel says: the address bytes (a `sockaddr_storage`
+/// prefix of the returned length).
+pub fn getsockname(fd: c_int) -> Option<([u8; size_of::<libc::sockaddr_storage>()], usize)> {
+    let mut buf = [0u8; size_of::<libc::sockaddr_storage>()];
+    let mut len = buf.len() as socklen_t;
+    // SAFETY: buf has room for len bytes, and the kernel writes at most that.
+    let rc = unsafe { getsockname_raw(fd, buf.as_mut_ptr().cast(), &mut len) };
+    (rc == 0).then_some((buf, (len as usize).min(buf.len())))
+}
 
 /// CLOCK_MONOTONIC in milliseconds.
 pub fn monotonic_ms() -> u64 {
@@ -379,8 +515,7 @@ pub fn monotonic_ms() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: ts is a valid timespec for the call to fill.
-    unsafe { clock_monotonic(&mut ts) };
+    clock_monotonic(&mut ts);
     (ts.tv_sec as u64).saturating_mul(1000) + ts.tv_nsec as u64 / 1_000_000
 }
 
@@ -391,13 +526,15 @@ pub fn sleep_ms(ms: u64) -> bool {
         tv_sec: (ms / 1000) as _,
         tv_nsec: ((ms % 1000) * 1_000_000) as _,
     };
-    // SAFETY: ts is a valid timespec.
-    let rc = unsafe { nanosleep(&ts) };
+    let rc = nanosleep(&ts);
     !(rc != 0 && crate::errno::get() == libc::EINTR)
 }
 
 /// The size of a memory page (4 kB on x86_64; 4, 16 or 64 kB on aarch64).
-#[cfg(target_os = "linux")]
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 pub fn page_size() -> usize {
     // SAFETY: a plain read of the auxiliary vector.
     match unsafe { libc::getauxval(libc::AT_PAGESZ) } {

@@ -228,19 +228,19 @@ fn killing_the_server_and_reuse_itself_refuses_nothing_under_a_socket_unit() {
         std::thread::sleep(Duration::from_millis(400));
         if round % 3 == 2 {
             // reuse and everything under it, as `systemctl restart` does; then Restart=always.
-            unsafe { libc::kill(-(unit.id() as i32), libc::SIGKILL) };
+            common::kill(-(unit.id() as i32), libc::SIGKILL);
             let _ = unit.wait();
             unit = start_unit(&listener, port, &log);
             kills.1 += 1;
         } else if let Some(pid) = server_pid() {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            common::kill(pid, libc::SIGKILL);
             kills.0 += 1;
         }
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let t = asking.join().unwrap();
-    unsafe { libc::kill(-(unit.id() as i32), libc::SIGKILL) };
+    common::kill(-(unit.id() as i32), libc::SIGKILL);
     let _ = unit.wait();
     eprintln!("socket unit: {kills:?} kills (server, reuse): {t:?}");
     let said = std::fs::read_to_string(&log).unwrap();

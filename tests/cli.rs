@@ -1264,8 +1264,7 @@ fn run_says_up_front_what_cannot_work() {
     assert_eq!(stdout(&o).trim(), "unset");
     // A `#!` interpreter that is a FIFO: opening it to look inside would block forever.
     let fifo = dir.path("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o755) }, 0);
+    assert!(common::mkfifo(&fifo, 0o755));
     let script = dir.write("script", &format!("#!{}\n", fifo.display()), 0o755);
     let o = common::run(
         reuse().args(["run", "--"]).arg(&script),

@@ -1,8 +1,9 @@
 //! A short pass of the fuzz target `config` (fuzz/fuzz_targets/config.rs): 200,000 inputs or
 //! 60 s, whichever comes first. The long run is documented in the README:
-//!   cd fuzz && cargo +nightly fuzz run config -- -dict=config.dict -runs=1000000
+//!   cd fuzz && cargo fuzz run config -- -dict=config.dict -runs=1000000
 //!
-//! It needs the nightly toolchain and cargo-fuzz (.ci/install installs both): missing, they
+//! It needs the dated nightly of fuzz/rust-toolchain.toml and cargo-fuzz (.ci/install
+//! installs both): missing, they
 //! fail the test under CI=true and skip it elsewhere. The fuzz crate builds in fuzz/target,
 //! a target folder of its own, so it never waits on the lock this test's cargo holds.
 
@@ -14,6 +15,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The toolchain fuzz/rust-toolchain.toml pins.
+fn pinned_nightly() -> String {
+    let file = std::fs::read_to_string(repo_root().join("fuzz/rust-toolchain.toml")).unwrap();
+    file.lines()
+        .find_map(|l| l.strip_prefix("channel = "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .expect("a channel in fuzz/rust-toolchain.toml")
+}
+
 /// The tools, or a skip message (a failure under CI=true).
 fn tools() -> Option<std::path::PathBuf> {
     let rustup = require("rustup", "https://rustup.rs, then .ci/install")?;
@@ -22,13 +32,16 @@ fn tools() -> Option<std::path::PathBuf> {
         "cargo install cargo-fuzz --locked --version 0.13.2",
     )?;
     let nightly = Command::new(&rustup)
-        .args(["run", "nightly", "rustc", "--version"])
+        .args(["run", &pinned_nightly(), "rustc", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !nightly {
-        let how = "rustup toolchain install nightly --profile minimal";
+        let how = format!(
+            "rustup toolchain install {} --profile minimal",
+            pinned_nightly()
+        );
         assert!(
             !in_ci(),
             "the nightly toolchain is required under CI=true: {how}"
@@ -47,10 +60,11 @@ fn fuzz_target_config_short_pass() {
     std::fs::create_dir_all(&logs).unwrap();
     let (out_path, err_path) = (logs.join("stdout"), logs.join("stderr"));
     let mut c = Command::new(rustup);
-    // `rustup run nightly` is `cargo +nightly` without relying on PATH finding rustup's
+    // `rustup run NIGHTLY` is `cargo +NIGHTLY` without relying on PATH finding rustup's
     // proxy first. The variables cargo set for this test would steer the inner cargo to
     // the stable toolchain or to the main target folder: drop them.
-    c.args(["run", "nightly", "cargo", "fuzz", "run", "config", "--"])
+    let nightly = pinned_nightly();
+    c.args(["run", &nightly, "cargo", "fuzz", "run", "config", "--"])
         .args([
             "-dict=config.dict",
             "-runs=200000",
@@ -75,7 +89,7 @@ fn fuzz_target_config_short_pass() {
         .stderr(std::fs::File::create(&err_path).unwrap());
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
     let t0 = Instant::now();
-    let mut child = c.spawn().expect("rustup run nightly cargo fuzz");
+    let mut child = c.spawn().expect("rustup run NIGHTLY cargo fuzz");
     // The first build compiles libFuzzer (a few minutes on two cores); then 60 s at most.
     let limit = Duration::from_secs(1200);
     let status = loop {
@@ -83,7 +97,7 @@ fn fuzz_target_config_short_pass() {
             break s;
         }
         if t0.elapsed() > limit {
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            common::kill(-(child.id() as i32), libc::SIGKILL);
             let _ = child.wait();
             panic!(
                 "cargo fuzz did not finish in {limit:?}; see {}",

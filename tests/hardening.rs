@@ -119,8 +119,7 @@ impl Group {
 
     /// SIGKILL to the group, reaped; what it wrote on stderr.
     fn kill(&mut self) -> String {
-        // SAFETY: the group this test started.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        common::kill(-(self.0.id() as i32), libc::SIGKILL);
         let _ = self.0.wait();
         let mut s = String::new();
         if let Some(mut e) = self.0.stderr.take() {
@@ -633,8 +632,7 @@ fn linger_zero_cuts_responses_with_a_reset() {
 // Secure execution and other users.
 
 fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    common::is_root()
 }
 
 /// Root only (CI is root); elsewhere a skip message.
@@ -678,8 +676,9 @@ impl Drop for Installed {
 /// A folder where a set-user-ID bit takes effect (not mounted nosuid).
 fn suid_capable(dir: &Path) -> bool {
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: c is NUL-terminated, st is written by the call.
+    // SAFETY: a zeroed statvfs is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated; st is written by the call.
     unsafe { libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_NOSUID == 0 }
 }
 

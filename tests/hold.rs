@@ -710,8 +710,7 @@ fn another_users_process_hears_why_it_got_no_held_socket() {
 fn reuse_outlives_a_stderr_whose_reader_is_gone() {
     let dir = TempDir::new("dead-stderr");
     let fifo = dir.join("stderr.fifo");
-    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    assert!(common::mkfifo(&fifo, 0o600));
     let reader = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -757,7 +756,7 @@ fn reuse_outlives_a_stderr_whose_reader_is_gone() {
             .trim()
             .parse()
             .unwrap();
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        common::kill(pid, libc::SIGKILL);
         let after = http_get("127.0.0.1", port).expect("queued in the held socket, then served");
         assert!(
             after.contains("ok pid=") && !after.contains(&format!("pid={pid}\n")),
@@ -882,15 +881,18 @@ fn silent_clients_do_not_stall_the_hand_over() {
     let path = std::fs::read_to_string(dir.join("path")).unwrap();
     let silent: Vec<std::os::fd::OwnedFd> = (0..20)
         .map(|_| {
+            // SAFETY: a plain socket call.
             let fd = unsafe {
                 libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
             };
             assert!(fd >= 0);
+            // SAFETY: a zeroed sockaddr_un is a valid value.
             let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
             sun.sun_family = libc::AF_UNIX as _;
             for (d, s) in sun.sun_path.iter_mut().zip(path.trim().as_bytes()) {
                 *d = *s as _;
             }
+            // SAFETY: sun is a sockaddr_un of that size.
             let rc = unsafe {
                 libc::connect(
                     fd,
@@ -899,6 +901,7 @@ fn silent_clients_do_not_stall_the_hand_over() {
                 )
             };
             assert_eq!(rc, 0);
+            // SAFETY: the descriptor socket() just made, owned once, here.
             unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
         })
         .collect();
@@ -929,7 +932,7 @@ fn hold_waits_for_and_takes_over_from_an_old_instance() {
     let pid = old.pid();
     let killer = thread::spawn(move || {
         thread::sleep(Duration::from_millis(800));
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        common::kill(pid, libc::SIGKILL);
     });
     let mut c = reuse_run(&["--hold", &port.to_string(), "--wait", "5000", "--"]);
     c.arg(&probe)

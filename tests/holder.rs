@@ -57,7 +57,7 @@ fn a_holder_that_lets_go_is_waited_for() {
     let pid = holder.pid();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        common::kill(pid, libc::SIGKILL);
     });
     let (out, err, took) = bind_once(&[("REUSE_WAIT_MS", "5000"), ("REUSE_LOG", "info")], port);
     killer.join().unwrap();
@@ -376,7 +376,7 @@ fn takeover_never_stops_the_callers_own_master_or_worker() {
             err.contains(&format!("not taking over from PID {other} (python")) && err.contains(why),
             "{who}: {err}"
         );
-        unsafe { libc::kill(worker, libc::SIGKILL) };
+        common::kill(worker, libc::SIGKILL);
     }
 }
 

@@ -264,8 +264,7 @@ fn is_our_copy(path: &Path, bytes: &[u8], uid: u32) -> bool {
 /// Writes the embedded library for `libc` to the cache once; its path.
 fn write_embedded(libc: Libc) -> Result<PathBuf, String> {
     let bytes = embedded(libc);
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::sys::euid();
     let name = format!(
         "libreuse-{}-{}-{:016x}.so",
         env!("CARGO_PKG_VERSION"),

@@ -10,6 +10,7 @@ mod procfs;
 mod reach;
 mod run;
 mod safe_dir;
+mod sys;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

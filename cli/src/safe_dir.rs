@@ -49,7 +49,7 @@ mod tests {
 
     #[test]
     fn tmp_is_safe_and_a_world_writable_folder_is_not() {
-        let uid = unsafe { libc::geteuid() };
+        let uid = crate::sys::euid();
         assert_eq!(unsafe_because(Path::new("/tmp"), uid), None);
         let d = std::env::temp_dir().join(format!("reuse-rdv-test-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();

@@ -157,7 +157,13 @@ impl Level {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize].0
+        match self {
+            Level::Off => "off",
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
     }
 }
 
@@ -186,7 +192,7 @@ pub struct Hold {
 
 impl Hold {
     pub fn path(&self) -> &[u8] {
-        &self.path[..self.path_len as usize]
+        self.path.get(..self.path_len as usize).unwrap_or_default()
     }
 }
 
@@ -204,7 +210,9 @@ pub fn parse_hold_path(value: &[u8]) -> Result<([u8; HOLD_PATH_MAX], u8), Config
         return Err(err("longer than a Unix socket path can be (107 bytes)"));
     }
     let mut path = [0u8; HOLD_PATH_MAX];
-    path[..value.len()].copy_from_slice(value);
+    for (d, s) in path.iter_mut().zip(value) {
+        *d = *s;
+    }
     Ok((path, value.len() as u8))
 }
 
@@ -263,7 +271,7 @@ fn trim(s: &[u8]) -> &[u8] {
         .iter()
         .rposition(|b| !is_blank(b))
         .map_or(start, |e| e + 1);
-    &s[start..end]
+    s.get(start..end).unwrap_or_default()
 }
 
 /// Comma-separated items, trimmed; empty items are reported by the callers.
@@ -324,8 +332,9 @@ pub fn parse_ports(value: &[u8]) -> Result<PortSet, ConfigError<'_>> {
                 (p, p)
             }
             Some(dash) => {
-                let lo = port(trim(&item[..dash]))?;
-                let hi = port(trim(&item[dash + 1..]))?;
+                let (before, after) = item.split_at(dash);
+                let lo = port(trim(before))?;
+                let hi = port(trim(after.get(1..).unwrap_or_default()))?;
                 if lo > hi {
                     return Err(err(item, "range runs backwards"));
                 }
@@ -395,7 +404,7 @@ pub fn parse_options(value: &[u8]) -> Result<Options, ConfigError<'_>> {
                 1
             }
             _ if item.starts_with(b"linger=") => {
-                match number(trim(&item[7..]), 65535) {
+                match number(trim(item.get(7..).unwrap_or_default()), 65535) {
                     Some(s) => o.linger = Some(s as u16),
                     None => return Err(err(item, "linger takes whole seconds (0-65535)")),
                 }
@@ -404,10 +413,11 @@ pub fn parse_options(value: &[u8]) -> Result<Options, ConfigError<'_>> {
             b"" => return Err(err(value, "empty item")),
             _ => return Err(err(item, "unknown option (addr, port, linger=SECONDS)")),
         };
-        if seen[slot] {
-            return Err(err(item, "given twice"));
+        match seen.get_mut(slot) {
+            Some(true) => return Err(err(item, "given twice")),
+            Some(s) => *s = true,
+            None => {}
         }
-        seen[slot] = true;
     }
     Ok(o)
 }
@@ -484,9 +494,10 @@ pub fn pick_variables<'a>(
         let Some(eq) = entry.iter().position(|b| *b == b'=') else {
             continue;
         };
-        if let Some(i) = VARIABLES.iter().position(|v| v.as_bytes() == &entry[..eq]) {
-            if found[i].is_none() {
-                found[i] = Some(&entry[eq + 1..]);
+        let (name, value) = entry.split_at(eq);
+        if let Some(i) = VARIABLES.iter().position(|v| v.as_bytes() == name) {
+            if let Some(slot @ None) = found.get_mut(i) {
+                *slot = value.get(1..);
             }
         }
     }
@@ -498,7 +509,7 @@ pub fn lookup<'a>(found: &[Option<&'a [u8]>; VARIABLES.len()], name: &str) -> Op
     VARIABLES
         .iter()
         .position(|v| *v == name)
-        .and_then(|i| found[i])
+        .and_then(|i| found.get(i).copied().flatten())
 }
 
 /// Reads every variable through `get` (None = unset) into `out`.

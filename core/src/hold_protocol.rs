@@ -88,38 +88,34 @@ const NOT_INSTALLED: u8 = b'N';
 
 impl Message {
     pub fn encode(&self) -> [u8; MESSAGE_LEN] {
-        let mut b = [0u8; MESSAGE_LEN];
-        let (head, body) = b.split_at_mut(5);
-        head[..4].copy_from_slice(&MAGIC);
-        match self {
+        let (kind, body) = match self {
             Message::Ask(r) => {
-                head[4] = ASK;
                 let (v6, addr, port) = match r.endpoint {
-                    Endpoint::V4(a, p) => {
-                        let mut x = [0u8; 16];
-                        for (d, s) in x.iter_mut().zip(a) {
-                            *d = s;
-                        }
-                        (0u8, x, p)
+                    Endpoint::V4([a, b, c, d], p) => {
+                        (0u8, [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], p)
                     }
                     Endpoint::V6(a, p) => (1u8, a, p),
                 };
-                let fields: [&[u8]; 5] = [
-                    &[v6],
-                    &[u8::from(r.v6only)],
-                    &port.to_be_bytes(),
-                    &addr,
-                    &r.scope_id.to_be_bytes(),
-                ];
-                let mut at = body.iter_mut();
-                for byte in fields.iter().flat_map(|f| f.iter()) {
-                    if let Some(d) = at.next() {
-                        *d = *byte;
-                    }
+                let mut body = [0u8; 24];
+                let fields = [v6, u8::from(r.v6only)]
+                    .into_iter()
+                    .chain(port.to_be_bytes())
+                    .chain(addr)
+                    .chain(r.scope_id.to_be_bytes());
+                for (d, s) in body.iter_mut().zip(fields) {
+                    *d = s;
                 }
+                (ASK, body)
             }
-            Message::Installed => head[4] = INSTALLED,
-            Message::NotInstalled => head[4] = NOT_INSTALLED,
+            Message::Installed => (INSTALLED, [0u8; 24]),
+            Message::NotInstalled => (NOT_INSTALLED, [0u8; 24]),
+        };
+        let mut b = [0u8; MESSAGE_LEN];
+        for (d, s) in b
+            .iter_mut()
+            .zip(MAGIC.into_iter().chain([kind]).chain(body))
+        {
+            *d = s;
         }
         b
     }
@@ -193,10 +189,13 @@ impl Reply {
             Reply::NotYourUser => (4, 0),
         };
         let mut b = [0u8; REPLY_LEN];
-        let (head, tail) = b.split_at_mut(8);
-        head[..4].copy_from_slice(&MAGIC);
-        head[4] = code;
-        tail.copy_from_slice(&errno.to_be_bytes());
+        let bytes = MAGIC
+            .into_iter()
+            .chain([code, 0, 0, 0])
+            .chain(errno.to_be_bytes());
+        for (d, s) in b.iter_mut().zip(bytes) {
+            *d = s;
+        }
         b
     }
 

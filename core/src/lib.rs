@@ -4,6 +4,16 @@
 //! functions, so a flag the command accepts is exactly what the library accepts, and the
 //! diagnosis after a failed bind reads the same as `reuse doctor`.
 #![cfg_attr(not(test), no_std)]
+// What could abort a host, or a diagnosis in it: never outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 pub mod activation;
 pub mod config;

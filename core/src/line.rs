@@ -24,25 +24,26 @@ impl Line {
         l
     }
 
-    /// The finished line with its newline.
+    /// The finished line with its newline: cut lines end in `...`.
     pub fn finish(&mut self) -> &[u8] {
-        if self.cut {
-            self.len = LINE_MAX - 4;
-            self.buf[self.len..self.len + 3].copy_from_slice(b"...");
-            self.len += 3;
-        } else if self.len == LINE_MAX {
-            self.len -= 1;
+        let tail: &[u8] = if self.cut { b"...\n" } else { b"\n" };
+        let end = self.len.min(LINE_MAX - tail.len());
+        for (d, s) in self.buf.iter_mut().skip(end).zip(tail) {
+            *d = *s;
         }
-        self.buf[self.len] = b'\n';
-        &self.buf[..self.len + 1]
+        self.len = end + tail.len();
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
 impl fmt::Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = LINE_MAX - 1 - self.len;
+        // One byte is kept for the newline.
+        let room = (LINE_MAX - 1).saturating_sub(self.len);
         let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        for (d, b) in self.buf.iter_mut().skip(self.len).zip(s.bytes().take(n)) {
+            *d = b;
+        }
         self.len += n;
         if n < s.len() {
             self.cut = true;

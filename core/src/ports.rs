@@ -33,11 +33,15 @@ impl PortSet {
         }
     }
 
+    /// The ranges in use.
+    #[inline]
+    fn used(&self) -> &[(u16, u16)] {
+        self.ranges.get(..self.len as usize).unwrap_or_default()
+    }
+
     #[inline]
     pub fn contains(&self, port: u16) -> bool {
-        self.ranges[..self.len as usize]
-            .iter()
-            .any(|&(lo, hi)| lo <= port && port <= hi)
+        self.used().iter().any(|&(lo, hi)| lo <= port && port <= hi)
     }
 
     /// Adds `lo..=hi` (port 0 left out), merging with what touches it. False if the set
@@ -51,36 +55,38 @@ impl PortSet {
         let mut out = [(0u16, 0u16); MAX_RANGES];
         let mut n = 0usize;
         let mut placed = false;
-        for &(a, b) in &self.ranges[..self.len as usize] {
+        // Appends one range to `out`; false when it is full.
+        let mut push = |n: &mut usize, r: (u32, u32)| match out.get_mut(*n) {
+            Some(slot) => {
+                *slot = (r.0 as u16, r.1 as u16);
+                *n += 1;
+                true
+            }
+            None => false,
+        };
+        for &(a, b) in self.used() {
             let (a, b) = (a as u32, b as u32);
             if b + 1 < lo {
-                out[n] = (a as u16, b as u16);
-                n += 1;
-            } else if hi + 1 < a {
-                if !placed {
-                    if n == MAX_RANGES {
-                        return false;
-                    }
-                    out[n] = (lo as u16, hi as u16);
-                    n += 1;
-                    placed = true;
-                }
-                if n == MAX_RANGES {
+                if !push(&mut n, (a, b)) {
                     return false;
                 }
-                out[n] = (a as u16, b as u16);
-                n += 1;
+            } else if hi + 1 < a {
+                if !placed {
+                    if !push(&mut n, (lo, hi)) {
+                        return false;
+                    }
+                    placed = true;
+                }
+                if !push(&mut n, (a, b)) {
+                    return false;
+                }
             } else {
                 lo = lo.min(a);
                 hi = hi.max(b);
             }
         }
-        if !placed {
-            if n == MAX_RANGES {
-                return false;
-            }
-            out[n] = (lo as u16, hi as u16);
-            n += 1;
+        if !placed && !push(&mut n, (lo, hi)) {
+            return false;
         }
         self.ranges = out;
         self.len = n as u8;
@@ -88,7 +94,7 @@ impl PortSet {
     }
 
     pub fn is_all(&self) -> bool {
-        self.len == 1 && self.ranges[0] == (1, 65535)
+        self.used() == [(1, 65535)]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,7 +103,7 @@ impl PortSet {
 
     /// The set as maximal ranges, in increasing order.
     pub fn ranges(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
-        self.ranges[..self.len as usize].iter().copied()
+        self.used().iter().copied()
     }
 }
 

@@ -54,7 +54,8 @@ fn dec(s: &[u8]) -> Option<u64> {
 
 fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
     let i = s.iter().position(|b| *b == sep)?;
-    Some((&s[..i], &s[i + 1..]))
+    let (a, b) = s.split_at(i);
+    Some((a, b.get(1..)?))
 }
 
 /// The kernel prints each 32-bit word of an address as the CPU loaded it, so the bytes of a
@@ -67,9 +68,9 @@ fn address(s: &[u8]) -> Option<([u8; 16], bool)> {
             Some((out, false))
         }
         32 => {
-            for i in 0..4 {
-                let w = hex(&s[i * 8..i * 8 + 8])? as u32;
-                out[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            for (word, dest) in s.chunks_exact(8).zip(out.chunks_exact_mut(4)) {
+                let w = hex(word)? as u32;
+                dest.copy_from_slice(&w.to_ne_bytes());
             }
             Some((out, true))
         }
@@ -177,7 +178,9 @@ impl PortSummary {
     }
 
     pub fn listener_inodes(&self) -> &[(u64, u32)] {
-        &self.listeners[..(self.listener_count as usize).min(4)]
+        self.listeners
+            .get(..(self.listener_count as usize).min(4))
+            .unwrap_or_default()
     }
 }
 

@@ -219,20 +219,22 @@ fn check_read_into(data: &[u8]) {
         values[i]
     };
     // read_into writes over whatever was there.
-    let mut got = Config::default();
-    got.ports = PortSet::empty();
-    got.options = Options {
-        addr: false,
-        port: true,
-        linger: Some(9),
+    let mut got = Config {
+        ports: PortSet::empty(),
+        options: Options {
+            addr: false,
+            port: true,
+            linger: Some(9),
+        },
+        protocols: Protocols {
+            tcp: false,
+            udp: true,
+        },
+        log: Level::Off,
+        wait_ms: 7,
+        takeover: true,
+        ..Config::default()
     };
-    got.protocols = Protocols {
-        tcp: false,
-        udp: true,
-    };
-    got.log = Level::Off;
-    got.wait_ms = 7;
-    got.takeover = true;
     match (config::read_into(&mut got, get), model(get)) {
         (Ok(()), Ok((want, hold))) => {
             let plain = |c: &Config| {

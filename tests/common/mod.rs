@@ -180,12 +180,12 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.pid(), sig) };
+        kill(self.pid(), sig);
     }
 
     /// Signals the process group the child leads (it and the children it started).
     pub fn signal_group(&self, sig: i32) {
-        unsafe { libc::kill(-self.pid(), sig) };
+        kill(-self.pid(), sig);
     }
 
     /// Waits up to `timeout` for the exit; kills the group after that. True if it exited.
@@ -298,7 +298,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
             return child.wait_with_output().expect("output");
         }
         if t0.elapsed() > timeout {
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            kill(-(child.id() as i32), libc::SIGKILL);
             let out = child.wait_with_output().expect("output");
             panic!(
                 "timed out after {timeout:?}; stderr: {}",
@@ -447,6 +447,22 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// kill(2): `pid` a process (or, negative, a process group) this test started.
+pub fn kill(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill touches no memory of this process.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// mkfifo(3) at `path`.
+pub fn mkfifo(path: &Path, mode: u32) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is NUL-terminated and outlives the call.
+    unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) == 0 }
 }
 
 pub fn is_root() -> bool {

@@ -181,8 +181,7 @@ fn open_listener(req: &Request, options: &Options, reuseport: bool) -> io::Resul
         }
     };
     cvt(rc)?;
-    // SAFETY: listen on the socket just bound.
-    cvt(unsafe { libc::listen(raw, libc::SOMAXCONN) })?;
+    cvt(crate::sys::listen(raw, libc::SOMAXCONN))?;
     Ok(fd)
 }
 
@@ -294,8 +293,7 @@ impl Server {
             ports,
             held: Vec::new(),
             conns: Vec::new(),
-            // SAFETY: geteuid and getpid cannot fail.
-            uid: unsafe { libc::geteuid() },
+            uid: crate::sys::euid(),
             me: std::process::id() as i32,
             takers: Vec::new(),
             speak,
@@ -335,8 +333,7 @@ impl Server {
             return Err(fd);
         }
         let v6only = endpoint.is_v6() && int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(1);
-        // SAFETY: a descriptor of ours.
-        unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) };
+        crate::sys::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC);
         if self.speak {
             say!(
                 "reuse[{}]: holding {endpoint}{}, the socket passed by the service manager (LISTEN_FDS, descriptor {raw})",
@@ -711,8 +708,7 @@ impl Server {
                 &mut len,
             )
         };
-        // SAFETY: listen on a socket of ours.
-        if (rc == 0 && v != 0) || unsafe { libc::listen(fd, libc::SOMAXCONN) } == 0 {
+        if (rc == 0 && v != 0) || crate::sys::listen(fd, libc::SOMAXCONN) == 0 {
             return Ok(at);
         }
         let req = h.request;

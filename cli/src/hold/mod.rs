@@ -100,8 +100,7 @@ fn forward_signals(set: libc::sigset_t) {
         }
         let child = CHILD.load(Ordering::SeqCst);
         if child > 0 && info.si_code != libc::SI_KERNEL {
-            // SAFETY: a signal to the child this process started.
-            unsafe { libc::kill(child, sig) };
+            crate::sys::kill(child, sig);
         }
     }
 }
@@ -134,9 +133,9 @@ pub fn passed_sockets() -> Vec<OwnedFd> {
     };
     (0..act.count as i32)
         .map(|n| reuse_core::activation::FIRST_FD + n)
-        // SAFETY: the service manager passed these descriptors to this process; each is
-        // owned once, here.
-        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .filter(|&fd| crate::sys::fcntl(fd, libc::F_GETFD, 0) >= 0)
+        // SAFETY: the service manager passed these open descriptors to this process; each
+        // is owned once, here.
         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
         .collect()
 }

@@ -26,8 +26,7 @@ pub struct Rendezvous {
 
 impl Rendezvous {
     pub fn create() -> io::Result<Rendezvous> {
-        // SAFETY: geteuid cannot fail.
-        let uid = unsafe { libc::geteuid() };
+        let uid = crate::sys::euid();
         let mut refused = Vec::new();
         let candidates = [
             ("XDG_RUNTIME_DIR", std::env::var_os("XDG_RUNTIME_DIR")),
