@@ -44,7 +44,12 @@ fn main() {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
-    for arg in ["-nostartfiles", "-Wl,-z,norelro", "-Wl,-z,noseparate-code"] {
+    for arg in [
+        "-nostartfiles",
+        "-Wl,-z,norelro",
+        "-Wl,-z,noseparate-code",
+        "-Wl,-Bsymbolic-functions",
+    ] {
         println!("cargo:rustc-cdylib-link-arg={arg}");
     }
     if lld_options_link() {

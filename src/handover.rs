@@ -80,7 +80,7 @@ pub fn replaceable(fd: c_int) -> Option<c_int> {
 
 /// Whether `fd`, as received, is what was asked for: a listening TCP socket bound to `ep`.
 fn is_the_socket_asked(fd: c_int, ep: &Endpoint) -> bool {
-    if !sys::fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) {
+    if sys::fstat(fd).is_none_or(|st| st.st_mode & libc::S_IFMT != libc::S_IFSOCK) {
         return false;
     }
     if domain(fd).is_some_and(|d| d != family_of(ep))

@@ -18,10 +18,12 @@ use crate::{activation, addr_in_use, errno, handover, real, report, socket_kinds
 #[cfg_attr(not(target_vendor = "apple"), export_name = "socket")]
 #[cfg_attr(target_vendor = "apple", no_mangle)]
 pub unsafe extern "C" fn reuse_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // What it is, worked out before the call: one byte to keep across it.
+    let kind = socket_kinds::kind_of(domain, ty, protocol);
     // SAFETY: the caller's arguments, as it gave them to socket().
     let fd = unsafe { real::socket()(domain, ty, protocol) };
     if fd >= 0 {
-        socket_kinds::record(fd, domain, ty, protocol);
+        socket_kinds::record(fd, kind);
     }
     fd
 }
@@ -74,7 +76,7 @@ pub unsafe extern "C" fn reuse_dup3(old: c_int, new: c_int, flags: c_int) -> c_i
 
 /// `dlopen()`: a tail jump to the real one (so glibc sees its true caller, whose RUNPATH it
 /// searches), except with RTLD_DEEPBIND, whose objects must be pointed at the hooks once
-/// loaded (`deepbind`), or before the real one is known.
+/// loaded (`deepbind`).
 #[cfg(all(target_env = "gnu", target_arch = "x86_64"))]
 #[export_name = "dlopen"]
 #[unsafe(naked)]
@@ -87,12 +89,28 @@ pub unsafe extern "C" fn reuse_dlopen(
         "jnz 2f",
         "mov rax, qword ptr [rip + {real}]",
         "test rax, rax",
+        "jz 3f",
+        "jmp rax",
+        // First use: look the real one up (the arguments kept, the stack aligned for the
+        // call), then the same tail jump.
+        "3:",
+        "push rdi",
+        "push rsi",
+        "sub rsp, 8",
+        "call {resolve}",
+        "add rsp, 8",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
         "jz 2f",
         "jmp rax",
         "2:",
+        // The program's return address, for the slow path to find the caller's RUNPATH.
+        "mov rdx, qword ptr [rsp]",
         "jmp {slow}",
         deep = const crate::deepbind::RTLD_DEEPBIND,
         real = sym real::DLOPEN,
+        resolve = sym real::resolve_dlopen,
         slow = sym crate::deepbind::dlopen_deep,
     )
 }
@@ -108,11 +126,25 @@ pub unsafe extern "C" fn reuse_dlopen(
         "tbnz w1, #3, 2f",
         "adrp x16, {real}",
         "ldr x16, [x16, :lo12:{real}]",
+        "cbz x16, 3f",
+        "br x16",
+        // First use: look the real one up (the arguments and the return address kept),
+        // then the same tail jump.
+        "3:",
+        "stp x0, x1, [sp, #-32]!",
+        "str x30, [sp, #16]",
+        "bl {resolve}",
+        "mov x16, x0",
+        "ldr x30, [sp, #16]",
+        "ldp x0, x1, [sp], #32",
         "cbz x16, 2f",
         "br x16",
         "2:",
+        // The program's return address, for the slow path to find the caller's RUNPATH.
+        "mov x2, x30",
         "b {slow}",
         real = sym real::DLOPEN,
+        resolve = sym real::resolve_dlopen,
         slow = sym crate::deepbind::dlopen_deep,
     )
 }
@@ -161,9 +193,10 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
     // SAFETY: the caller's arguments, as it gave them to bind().
     let rc = unsafe { real::bind()(fd, addr, len) };
     if rc == 0 {
+        // The options leave errno alone (and a log line restores it), so it is still what
+        // it was before the call, as after any successful bind.
         // SAFETY: the kernel read the address for this bind.
         unsafe { bound(cfg, fd, addr, len) };
-        errno::set(saved);
         return 0;
     }
     if errno::get() != libc::EADDRINUSE {
@@ -195,7 +228,7 @@ unsafe fn bound(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) 
         return;
     };
     // Hold mode was tried before the bind; here only the options are left to decide.
-    match decision::decide(cfg, transport, ep.port()) {
+    match decision::decide_for_wanted_port(cfg, transport) {
         Decision::Apply(o) => {
             apply(fd, &ep, &o);
             report::applied(&ep, transport, &o);
@@ -209,6 +242,8 @@ unsafe fn bound(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) 
 ///
 /// # Safety
 /// As `accepted_address`; `addr` stays the caller's, for the tries again.
+#[cold]
+#[inline(never)]
 unsafe fn refused(
     cfg: &Config,
     fd: c_int,
@@ -283,6 +318,7 @@ unsafe fn refused(
 /// # Safety
 /// `addr` and `len` are the caller's bind() arguments (they are only ever copied through
 /// the kernel, or passed on to the real bind).
+#[inline(never)]
 unsafe fn bind_held(
     cfg: &Config,
     hold: &Hold,
@@ -354,8 +390,9 @@ unsafe fn bind_held(
     Some(rc)
 }
 
+/// Sets an integer socket option: 0, or the error number (errno is left alone).
 fn set_int(fd: c_int, name: c_int, v: c_int) -> c_int {
-    sys::setsockopt_value(fd, libc::SOL_SOCKET, name, &v)
+    sys::set_option(fd, libc::SOL_SOCKET, name, &v)
 }
 
 #[cfg(not(target_vendor = "apple"))]
@@ -365,21 +402,28 @@ const LINGER_OPTION: (c_int, &str) = (libc::SO_LINGER, "SO_LINGER");
 const LINGER_OPTION: (c_int, &str) = (libc::SO_LINGER_SEC, "SO_LINGER_SEC");
 
 /// One setsockopt per option asked, the floor; a failure is reported and the bind goes on.
+#[inline]
 fn apply(fd: c_int, ep: &Endpoint, o: &Options) {
-    if o.addr && set_int(fd, libc::SO_REUSEADDR, 1) != 0 {
-        report::option_failed(ep, "SO_REUSEADDR", errno::get());
+    if o.addr {
+        let e = set_int(fd, libc::SO_REUSEADDR, 1);
+        if e != 0 {
+            report::option_failed(ep, "SO_REUSEADDR", e);
+        }
     }
-    if o.port && set_int(fd, libc::SO_REUSEPORT, 1) != 0 {
-        report::option_failed(ep, "SO_REUSEPORT", errno::get());
+    if o.port {
+        let e = set_int(fd, libc::SO_REUSEPORT, 1);
+        if e != 0 {
+            report::option_failed(ep, "SO_REUSEPORT", e);
+        }
     }
     if let Some(seconds) = o.linger {
         let l = libc::linger {
             l_onoff: 1,
             l_linger: seconds as c_int,
         };
-        let rc = sys::setsockopt_value(fd, libc::SOL_SOCKET, LINGER_OPTION.0, &l);
-        if rc != 0 {
-            report::option_failed(ep, LINGER_OPTION.1, errno::get());
+        let e = sys::set_option(fd, libc::SOL_SOCKET, LINGER_OPTION.0, &l);
+        if e != 0 {
+            report::option_failed(ep, LINGER_OPTION.1, e);
         }
     }
 }

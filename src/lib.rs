@@ -26,6 +26,8 @@
 
 mod activation;
 mod addr_in_use;
+#[cfg(target_os = "linux")]
+mod auxv;
 #[cfg(all(
     target_env = "gnu",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -43,15 +45,21 @@ mod socket_kinds;
 mod state;
 mod sys;
 
-// Name libc, so the library records it as NEEDED (with versioned symbols) like any other.
-// The libc crate leaves it to the linker's defaults for musl, and for glibc too once cargo
-// unifies its features with the command's std build (`cargo build --workspace`); the
-// library's `-nostartfiles` (build.rs) leaves no start file to pull it in either. Without
-// the entry the library would still load into every libc program, but with unversioned
-// imports, and not at all into a program without libc.
-#[cfg(target_os = "linux")]
+// On Linux x86_64 and aarch64 the library names no NEEDED library: it imports only a weak
+// `getauxval` and finds the rest itself (`next_symbol`), which saves every exec the loader's
+// NEEDED and version checks. Elsewhere it calls libc's functions by name, and names libc.
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "x86_64", target_arch = "aarch64"))
+))]
 #[link(name = "c")]
 extern "C" {}
+
+// The memory functions the compiler calls (copies of structures, comparisons of slices), of
+// the library's own: importing libc's would cost a symbol lookup each, and an IFUNC resolver
+// each, at every exec.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod mem;
 
 /// What `reuse run` reads to tell whether the library it preloads is the one it was built
 /// with: the version and the commit after a fixed mark, in the library's constants (kept

@@ -1,163 +1,368 @@
-//! Finding the next definition of a function after this library, as `dlsym(RTLD_NEXT)`
-//! does, by reading the loaded objects' dynamic symbol tables.
+//! Finding libc's functions without importing them: the next definition of a name after this
+//! library, as `dlsym(RTLD_NEXT)` has it, or the first one in load order, as the loader
+//! binds a data reference.
 //!
-//! Why not dlsym: glibc 2.34 moved it from libdl into libc under a new symbol version, so a
-//! library that imports it needs `dlsym@GLIBC_2.34` and fails to load (taking the program
-//! with it) on every older glibc, and pinning the old version would need libdl loaded into
-//! every process. `dl_iterate_phdr` has been in libc since glibc 2.2.5 and in musl.
+//! Why not import them, or call dlsym: every symbol a library imports is looked up by the
+//! loader at every exec, eagerly, about 650 instructions each, and naming libc as NEEDED
+//! adds some 2,300 more (mapping checks, version checks). The library names no NEEDED
+//! library and imports only `getauxval` (weak); everything else is found here, in one walk,
+//! from the constructor. (dlsym would also tie the library to glibc 2.34's libc or to libdl.)
 //!
-//! The objects are searched in load order after this one (the global scope's order for a
-//! preloaded library); in each, the GNU hash table (else the SysV one) finds the symbol;
-//! only a defined function or object in its default (non-hidden) version counts.
+//! The loaded objects are found as debuggers find them: the program's DT_DEBUG entry points
+//! at the loader's `r_debug`, whose `r_map` heads the list of `link_map`s in load order (the
+//! global scope's order, for preloaded libraries and the program's own dependencies). The
+//! first fields of both structures are the public ABI of `<link.h>` on glibc and musl.
+//! Failing DT_DEBUG (a program linked without it), the loader's own `_r_debug` (glibc), or
+//! the loader itself as the one object (musl's loader is its libc).
+//!
+//! In each object, the GNU hash table (else the SysV one) finds the symbol; only a defined
+//! function or object in its default (non-hidden) version counts. The hashes of the names
+//! looked for are computed at compile time.
 
-use core::ffi::{c_int, c_void, CStr};
+use core::ffi::{c_char, c_int};
 
-const DT_NULL: i64 = 0;
-const DT_HASH: i64 = 4;
-const DT_STRTAB: i64 = 5;
-const DT_SYMTAB: i64 = 6;
-const DT_GNU_HASH: i64 = 0x6fff_fef5;
-const DT_VERSYM: i64 = 0x6fff_fff0;
-const PT_LOAD: u32 = 1;
+const DT_NULL: usize = 0;
+const DT_HASH: usize = 4;
+const DT_STRTAB: usize = 5;
+const DT_SYMTAB: usize = 6;
+const DT_DEBUG: usize = 21;
+const DT_GNU_HASH: usize = 0x6fff_fef5;
+const DT_VERSYM: usize = 0x6fff_fff0;
 const PT_DYNAMIC: u32 = 2;
+const PT_PHDR: u32 = 6;
 const STT_OBJECT: u8 = 1;
 const STT_FUNC: u8 = 2;
 const STT_GNU_IFUNC: u8 = 10;
 
+/// An entry of a dynamic section (`Elf64_Dyn`/`Elf32_Dyn`: two machine words).
 #[repr(C)]
-struct Dyn {
-    d_tag: i64,
-    d_un: u64,
+pub struct Dyn {
+    pub d_tag: usize,
+    pub d_un: usize,
 }
 
 #[cfg(target_pointer_width = "64")]
-type Sym = libc::Elf64_Sym;
+pub type Sym = libc::Elf64_Sym;
 #[cfg(target_pointer_width = "32")]
-type Sym = libc::Elf32_Sym;
+pub type Sym = libc::Elf32_Sym;
 #[cfg(target_pointer_width = "64")]
-type Phdr = libc::Elf64_Phdr;
+pub type Phdr = libc::Elf64_Phdr;
 #[cfg(target_pointer_width = "32")]
-type Phdr = libc::Elf32_Phdr;
+pub type Phdr = libc::Elf32_Phdr;
+#[cfg(target_pointer_width = "64")]
+type Ehdr = libc::Elf64_Ehdr;
+#[cfg(target_pointer_width = "32")]
+type Ehdr = libc::Elf32_Ehdr;
 
-extern "C" {
-    pub fn dl_iterate_phdr(
-        callback: unsafe extern "C" fn(*mut libc::dl_phdr_info, usize, *mut c_void) -> c_int,
-        data: *mut c_void,
-    ) -> c_int;
+/// `struct r_debug`, its first fields.
+#[repr(C)]
+struct RDebug {
+    r_version: c_int,
+    r_map: *const LinkMap,
 }
 
-/// The names looked for and what was found for each (0: not yet).
-struct Search<'a> {
-    names: &'a [&'a CStr],
-    found: &'a mut [usize],
-    /// Set once this library's own object has been passed: only objects after it count.
-    after_me: bool,
-    me: usize,
+/// `struct link_map`, its public fields.
+#[repr(C)]
+pub struct LinkMap {
+    pub l_addr: usize,
+    pub l_name: *const c_char,
+    pub l_ld: *const Dyn,
+    pub l_next: *const LinkMap,
+    l_prev: *const LinkMap,
 }
 
-/// Resolves each of `names` into `found` (0 where no object after this one defines it).
-pub fn find(names: &[&CStr], found: &mut [usize]) {
-    let mut s = Search {
-        names,
-        found,
-        after_me: false,
-        me: find as *const () as usize,
-    };
-    // SAFETY: the callback reads only the loader's own, fully mapped, object data.
-    unsafe { dl_iterate_phdr(visit, (&mut s as *mut Search<'_>).cast()) };
+/// A name to look for, with its hashes.
+#[derive(Clone, Copy)]
+pub struct Name {
+    pub bytes: &'static [u8],
+    gnu: u32,
+    sysv: u32,
 }
 
-unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> c_int {
-    // SAFETY: dl_iterate_phdr passes a valid info for a loaded object, and data is the
-    // Search that find() lent it for this walk.
-    unsafe {
-        let s = &mut *(data as *mut Search<'_>);
-        let info = &*info;
-        if info.dlpi_phdr.is_null() {
-            return 0;
+impl Name {
+    pub const fn new(bytes: &'static [u8]) -> Name {
+        let (mut gnu, mut sysv, mut i) = (5381u32, 0u32, 0);
+        while i < bytes.len() {
+            // Constant evaluation: an index past the end is a compile error, not a panic.
+            #[allow(clippy::indexing_slicing)]
+            let c = bytes[i] as u32;
+            gnu = gnu.wrapping_mul(33).wrapping_add(c);
+            sysv = (sysv << 4).wrapping_add(c);
+            let g = sysv & 0xf000_0000;
+            sysv = (sysv ^ (g >> 24)) & !g;
+            i += 1;
         }
-        let phdrs =
-            core::slice::from_raw_parts(info.dlpi_phdr as *const Phdr, info.dlpi_phnum as usize);
-        let base = info.dlpi_addr as usize;
-        if !s.after_me {
-            let mine = phdrs.iter().any(|p| {
-                let start = base + p.p_vaddr as usize;
-                p.p_type == PT_LOAD && s.me >= start && s.me < start + p.p_memsz as usize
-            });
-            s.after_me = mine;
-            return 0;
-        }
-        let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) else {
-            return 0;
-        };
-        let Some(table) = Table::read((base + dynamic.p_vaddr as usize) as *const Dyn, base) else {
-            return 0;
-        };
-        let mut left = 0;
-        for (name, slot) in s.names.iter().zip(s.found.iter_mut()) {
-            if *slot == 0 {
-                *slot = table.lookup(name.to_bytes());
-                left += usize::from(*slot == 0);
-            }
-        }
-        // Stop as soon as everything is found.
-        c_int::from(left == 0)
+        Name { bytes, gnu, sysv }
     }
 }
 
-/// One object's dynamic symbol table.
-struct Table {
+/// Where a name's definition is taken from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The first object after this library that defines it: the function this library's
+    /// hook stands in front of.
+    AfterMe,
+    /// The first object in load order, the program included: where the loader would bind a
+    /// reference to it (a program's copy of `environ`, say).
+    First,
+}
+
+/// This library's own dynamic section, which tells its `link_map` from the others.
+fn my_dynamic() -> usize {
+    extern "C" {
+        static _DYNAMIC: [Dyn; 0];
+    }
+    // Only the address of the linker-defined symbol is taken.
+    (&raw const _DYNAMIC) as usize
+}
+
+/// The head of the loader's list of loaded objects, or null.
+fn loaded_objects() -> *const LinkMap {
+    let dbg = program_r_debug().or_else(loader_r_debug).unwrap_or(0);
+    if dbg == 0 {
+        return core::ptr::null();
+    }
+    // SAFETY: the loader's r_debug, which lives as long as the process.
+    unsafe { (*(dbg as *const RDebug)).r_map }
+}
+
+/// The address DT_DEBUG holds in the program's dynamic section (the loader writes it there).
+fn program_r_debug() -> Option<usize> {
+    let (phdr, phnum) = (
+        crate::auxv::get(libc::AT_PHDR)?,
+        crate::auxv::get(libc::AT_PHNUM)?,
+    );
+    if phdr == 0 || phnum == 0 || phnum > 256 {
+        return None;
+    }
+    // SAFETY: the kernel's AT_PHDR and AT_PHNUM describe the program's mapped headers.
+    let phdrs = unsafe { core::slice::from_raw_parts(phdr as *const Phdr, phnum) };
+    let bias = phdrs
+        .iter()
+        .find(|p| p.p_type == PT_PHDR)
+        .map(|p| phdr.wrapping_sub(p.p_vaddr as usize))?;
+    let dynamic = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
+    let dynamic = bias.wrapping_add(dynamic.p_vaddr as usize) as *const Dyn;
+    // SAFETY: the program's mapped dynamic section, which ends in DT_NULL.
+    let found = unsafe { dynamic_entry(dynamic, DT_DEBUG) };
+    found.filter(|&v| v != 0)
+}
+
+/// glibc's loader exports its `r_debug` as `_r_debug`.
+fn loader_r_debug() -> Option<usize> {
+    let t = loader_table()?;
+    // SAFETY: a table read from the loader's mapped headers.
+    let a = unsafe { t.lookup(&Name::new(b"_r_debug")) };
+    (a != 0).then_some(a)
+}
+
+/// The loader's own symbol table, from the ELF header at AT_BASE.
+fn loader_table() -> Option<Table> {
+    let (dynamic, base) = loader_dynamic()?;
+    // SAFETY: the loader's mapped dynamic section.
+    unsafe { Table::read(dynamic, base) }
+}
+
+/// The loader's dynamic section and load address, from the ELF header at AT_BASE.
+fn loader_dynamic() -> Option<(*const Dyn, usize)> {
+    let base = crate::auxv::get(libc::AT_BASE).filter(|&b| b != 0)?;
+    // SAFETY: the kernel mapped the loader's ELF header at AT_BASE, and its program headers
+    // with it.
+    unsafe {
+        let eh = &*(base as *const Ehdr);
+        if eh.e_ident.get(..4) != Some(b"\x7fELF".as_slice()) || eh.e_phnum > 256 {
+            return None;
+        }
+        let phdrs = core::slice::from_raw_parts(
+            (base + eh.e_phoff as usize) as *const Phdr,
+            eh.e_phnum as usize,
+        );
+        let dynamic = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
+        Some(((base + dynamic.p_vaddr as usize) as *const Dyn, base))
+    }
+}
+
+/// The value of the first `tag` entry of a dynamic section.
+///
+/// # Safety
+/// `d` is a mapped dynamic section, ending in DT_NULL.
+unsafe fn dynamic_entry(mut d: *const Dyn, tag: usize) -> Option<usize> {
+    for _ in 0..4096 {
+        // SAFETY: within the section, up to its DT_NULL (the caller's promise).
+        let e = unsafe { &*d };
+        if e.d_tag == DT_NULL {
+            return None;
+        }
+        if e.d_tag == tag {
+            return Some(e.d_un);
+        }
+        // SAFETY: as above.
+        d = unsafe { d.add(1) };
+    }
+    None
+}
+
+/// Calls `f` with each loaded object in load order, until it returns false.
+pub fn for_each_object(mut f: impl FnMut(&LinkMap) -> bool) {
+    let mut m = loaded_objects();
+    if m.is_null() {
+        // No list to walk: the loader itself is the only object to search (musl's is libc).
+        if let Some(base) = crate::auxv::get(libc::AT_BASE).filter(|&b| b != 0) {
+            if let Some(t) = loader_table() {
+                let lm = LinkMap {
+                    l_addr: base,
+                    l_name: core::ptr::null(),
+                    l_ld: t.dynamic,
+                    l_next: core::ptr::null(),
+                    l_prev: core::ptr::null(),
+                };
+                f(&lm);
+            }
+        }
+        return;
+    }
+    // Bounded: a list longer than this is no list the library should trust.
+    for _ in 0..4096 {
+        if m.is_null() {
+            return;
+        }
+        // SAFETY: an entry of the loader's list; objects are added at its end, and the
+        // entries before them stay valid while this walk reads them.
+        let lm = unsafe { &*m };
+        if !f(lm) {
+            return;
+        }
+        m = lm.l_next;
+    }
+}
+
+/// The kernel's vDSO, which defines none of the names looked for.
+fn is_vdso(lm: &LinkMap) -> bool {
+    if lm.l_name.is_null() {
+        return false;
+    }
+    // SAFETY: the loader's name of the object, NUL-terminated; the comparison stops at the
+    // first byte that differs, so at the NUL at the latest.
+    unsafe {
+        let n = lm.l_name as *const u8;
+        b"linux-".iter().enumerate().all(|(i, b)| *n.add(i) == *b)
+    }
+}
+
+/// Resolves each of `names` into `found` (0 where none is defined); one walk for all.
+pub fn find(names: &[(Name, From)], found: &mut [usize]) {
+    let me = my_dynamic();
+    let mut after_me = false;
+    for_each_object(|lm| {
+        if lm.l_ld as usize == me {
+            after_me = true;
+            return true;
+        }
+        if lm.l_ld.is_null()
+            || !(after_me || names.iter().any(|(_, f)| *f == From::First))
+            || is_vdso(lm)
+        {
+            return true;
+        }
+        // SAFETY: a loaded object's dynamic section and load address, as the loader has them.
+        let Some(table) = (unsafe { Table::read(lm.l_ld, lm.l_addr) }) else {
+            return true;
+        };
+        let mut left = 0;
+        for ((name, from), slot) in names.iter().zip(found.iter_mut()) {
+            if *slot == 0 && (after_me || *from == From::First) {
+                // SAFETY: a table read from a loaded object.
+                *slot = unsafe { table.lookup(name) };
+            }
+            left += usize::from(*slot == 0);
+        }
+        left != 0
+    });
+}
+
+/// The next definition of one name after this library (0 if none).
+pub fn next(name: &Name) -> usize {
+    let mut found = [0usize];
+    find(&[(*name, From::AfterMe)], &mut found);
+    let [a] = found;
+    a
+}
+
+/// One object's dynamic symbol table. Every pointer points into the object's mapped
+/// dynamic data, as the loader left it.
+pub struct Table {
     base: usize,
+    dynamic: *const Dyn,
     symtab: *const Sym,
     strtab: *const u8,
     gnu_hash: *const u32,
     sysv_hash: *const u32,
-    versym: *const u16,
 }
 
 impl Table {
-    unsafe fn read(dynamic: *const Dyn, base: usize) -> Option<Table> {
-        // SAFETY: dynamic is the object's mapped PT_DYNAMIC array, which ends in DT_NULL
-        // (and is bounded here all the same).
-        unsafe {
-            // glibc has added the load address to these in place; musl has not.
-            let addr = |p: u64| {
-                let p = p as usize;
-                if p < base {
-                    base + p
-                } else {
-                    p
-                }
-            };
-            let mut t = Table {
-                base,
-                symtab: core::ptr::null(),
-                strtab: core::ptr::null(),
-                gnu_hash: core::ptr::null(),
-                sysv_hash: core::ptr::null(),
-                versym: core::ptr::null(),
-            };
-            let mut d = dynamic;
-            for _ in 0..4096 {
-                let e = &*d;
-                match e.d_tag {
-                    DT_NULL => break,
-                    DT_SYMTAB => t.symtab = addr(e.d_un) as *const Sym,
-                    DT_STRTAB => t.strtab = addr(e.d_un) as *const u8,
-                    DT_GNU_HASH => t.gnu_hash = addr(e.d_un) as *const u32,
-                    DT_HASH => t.sysv_hash = addr(e.d_un) as *const u32,
-                    DT_VERSYM => t.versym = addr(e.d_un) as *const u16,
-                    _ => {}
-                }
-                d = d.add(1);
+    /// # Safety
+    /// `dynamic` is the mapped PT_DYNAMIC array of an object loaded at `base`.
+    pub unsafe fn read(dynamic: *const Dyn, base: usize) -> Option<Table> {
+        let mut t = Table {
+            base,
+            dynamic,
+            symtab: core::ptr::null(),
+            strtab: core::ptr::null(),
+            gnu_hash: core::ptr::null(),
+            sysv_hash: core::ptr::null(),
+        };
+        let mut d = dynamic;
+        // The tables come early in the section (DT_VERSYM late, and looked for only once a
+        // name matches): the scan stops as soon as it has them.
+        for _ in 0..4096 {
+            // SAFETY: within the section, which ends in DT_NULL (the caller's promise).
+            let e = unsafe { &*d };
+            let at = t.address(e.d_un);
+            match e.d_tag {
+                DT_NULL => break,
+                DT_SYMTAB => t.symtab = at as *const Sym,
+                DT_STRTAB => t.strtab = at as *const u8,
+                DT_GNU_HASH => t.gnu_hash = at as *const u32,
+                DT_HASH => t.sysv_hash = at as *const u32,
+                _ => {}
             }
-            (!t.symtab.is_null() && !t.strtab.is_null()).then_some(t)
+            if !t.symtab.is_null() && !t.strtab.is_null() && !t.gnu_hash.is_null() {
+                break;
+            }
+            // SAFETY: as above.
+            d = unsafe { d.add(1) };
+        }
+        (!t.symtab.is_null() && !t.strtab.is_null()).then_some(t)
+    }
+
+    /// An address from the dynamic section: glibc has added the load address to these in
+    /// place; musl has not.
+    fn address(&self, p: usize) -> usize {
+        if p < self.base {
+            self.base + p
+        } else {
+            p
+        }
+    }
+
+    /// The symbol version table (DT_VERSYM), null if the object has none.
+    ///
+    /// # Safety
+    /// As `lookup`.
+    unsafe fn versym(&self) -> *const u16 {
+        // SAFETY: the dynamic section the table was read from.
+        match unsafe { dynamic_entry(self.dynamic, DT_VERSYM) } {
+            Some(p) => self.address(p) as *const u16,
+            None => core::ptr::null(),
         }
     }
 
     /// The address of `name` if this object defines it (default version), else 0.
-    unsafe fn lookup(&self, name: &[u8]) -> usize {
-        // SAFETY: as the callers' (a Table read from a loaded object).
+    ///
+    /// # Safety
+    /// The table was read from a loaded object.
+    pub unsafe fn lookup(&self, name: &Name) -> usize {
+        // SAFETY: the caller's promise.
         unsafe {
             if !self.gnu_hash.is_null() {
                 self.gnu_lookup(name)
@@ -169,9 +374,11 @@ impl Table {
         }
     }
 
+    /// # Safety
+    /// `i` is an index the object's hash table gave, so within its symbol table.
     unsafe fn matches(&self, i: usize, name: &[u8]) -> usize {
-        // SAFETY: i is an index the object's hash table gave, so within its symbol table;
-        // strtab and versym cover every symbol; the name is NUL-terminated.
+        // SAFETY: i is within the symbol table; strtab and versym cover every symbol; the
+        // symbol's name is NUL-terminated.
         unsafe {
             let sym = &*self.symtab.add(i);
             let kind = sym.st_info & 0xf;
@@ -179,12 +386,9 @@ impl Table {
                 return 0;
             }
             if kind == STT_GNU_IFUNC {
-                // Resolved by a call at load time; none of the functions looked up here is one
-                // in any libc at hand, and calling a resolver from here is not worth the risk.
+                // Resolved by a call at load time; none of the functions looked up here is
+                // one in any libc at hand, and calling a resolver from here is not worth it.
                 return 0;
-            }
-            if !self.versym.is_null() && *self.versym.add(i) & 0x8000 != 0 {
-                return 0; // a hidden (non-default) version
             }
             let mut p = self.strtab.add(sym.st_name as usize);
             for &b in name {
@@ -196,17 +400,21 @@ impl Table {
             if *p != 0 {
                 return 0;
             }
+            let versym = self.versym();
+            if !versym.is_null() && *versym.add(i) & 0x8000 != 0 {
+                return 0; // a hidden (non-default) version
+            }
             self.base + sym.st_value as usize
         }
     }
 
-    unsafe fn gnu_lookup(&self, name: &[u8]) -> usize {
+    /// # Safety
+    /// As `lookup`.
+    unsafe fn gnu_lookup(&self, name: &Name) -> usize {
         // SAFETY: the GNU hash table is laid out as the ELF ABI has it; every index used
         // comes from the table itself.
         unsafe {
-            let h = name.iter().fold(5381u32, |h, &c| {
-                h.wrapping_mul(33).wrapping_add(u32::from(c))
-            });
+            let h = name.gnu;
             let t = self.gnu_hash;
             let (nbuckets, symoffset, bloom_size, shift) = (*t, *t.add(1), *t.add(2), *t.add(3));
             if nbuckets == 0 || bloom_size == 0 {
@@ -230,7 +438,7 @@ impl Table {
             for i in (i..).take(1 << 20) {
                 let h2 = *chain.add((i - symoffset) as usize);
                 if h | 1 == h2 | 1 {
-                    let a = self.matches(i as usize, name);
+                    let a = self.matches(i as usize, name.bytes);
                     if a != 0 {
                         return a;
                     }
@@ -243,15 +451,13 @@ impl Table {
         }
     }
 
-    unsafe fn sysv_lookup(&self, name: &[u8]) -> usize {
+    /// # Safety
+    /// As `lookup`.
+    unsafe fn sysv_lookup(&self, name: &Name) -> usize {
         // SAFETY: the SysV hash table is laid out as the ELF ABI has it; every index used
         // comes from the table itself, bounded by nchain.
         unsafe {
-            let h = name.iter().fold(0u32, |h, &c| {
-                let h = (h << 4).wrapping_add(u32::from(c));
-                let g = h & 0xf000_0000;
-                (h ^ (g >> 24)) & !g
-            });
+            let h = name.sysv;
             let t = self.sysv_hash;
             let (nbucket, nchain) = (*t, *t.add(1));
             if nbucket == 0 {
@@ -263,7 +469,7 @@ impl Table {
                 if i == 0 || i >= nchain {
                     break;
                 }
-                let a = self.matches(i as usize, name);
+                let a = self.matches(i as usize, name.bytes);
                 if a != 0 {
                     return a;
                 }

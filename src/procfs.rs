@@ -166,15 +166,7 @@ fn for_each_number(dir: &CStr, mut f: impl FnMut(u64) -> bool) {
     }
     let mut buf = [0u8; 4096];
     'outer: for _ in 0..4096 {
-        // SAFETY: the kernel writes at most buf.len() bytes of dirent64 records.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd as libc::c_long,
-                buf.as_mut_ptr(),
-                buf.len() as libc::c_long,
-            )
-        };
+        let n = sys::getdents64(fd, &mut buf);
         if n <= 0 {
             break;
         }

@@ -25,65 +25,71 @@ pub type DlopenFn = unsafe extern "C" fn(*const core::ffi::c_char, c_int) -> *mu
 #[cfg(not(target_vendor = "apple"))]
 mod elf {
     use super::*;
-    use core::ffi::CStr;
+    use crate::next_symbol::{self, From, Name};
     use core::sync::atomic::{AtomicUsize, Ordering};
-
-    /// The next definition of `name` after this library; 0 if none.
-    fn next(name: &CStr) -> usize {
-        let mut found = [0usize];
-        crate::next_symbol::find(&[name], &mut found);
-        found[0]
-    }
 
     macro_rules! real {
         ($get:ident, $slot:ident, $name:literal, $ty:ty, $fallback:path) => {
             static $slot: AtomicUsize = AtomicUsize::new(0);
 
-            /// The real function; resolved at load, or here on a first call that came
-            /// before the library's constructor (another library's constructor binding).
-            #[inline]
+            /// The real function, found on its first call.
+            #[inline(always)]
             pub fn $get() -> $ty {
                 let mut p = $slot.load(Ordering::Relaxed);
                 if p == 0 {
-                    p = next($name);
+                    p = resolve();
+                }
+                // SAFETY: p is the address of a function of this exact C signature.
+                return unsafe { core::mem::transmute::<usize, $ty>(p) };
+
+                #[cold]
+                #[inline(never)]
+                fn resolve() -> usize {
+                    let mut p = next_symbol::next(&Name::new($name));
                     if p == 0 {
                         // No libc defines it after us (a static or odd process): the
                         // system call itself still does the job, without our hook.
                         p = $fallback as $ty as usize;
                     }
                     $slot.store(p, Ordering::Relaxed);
+                    p
                 }
-                // SAFETY: p is the address of a function of this exact C signature.
-                unsafe { core::mem::transmute::<usize, $ty>(p) }
             }
         };
     }
 
-    real!(socket, SOCKET, c"socket", SocketFn, fallback::socket);
-    real!(bind, BIND, c"bind", BindFn, fallback::bind);
-    real!(close, CLOSE, c"close", CloseFn, fallback::close);
-    real!(dup, DUP, c"dup", DupFn, fallback::dup);
-    real!(dup2, DUP2, c"dup2", Dup2Fn, fallback::dup2);
-    real!(dup3, DUP3, c"dup3", Dup3Fn, fallback::dup3);
+    real!(socket, SOCKET, b"socket", SocketFn, fallback::socket);
+    real!(bind, BIND, b"bind", BindFn, fallback::bind);
+    real!(close, CLOSE, b"close", CloseFn, fallback::close);
+    real!(dup, DUP, b"dup", DupFn, fallback::dup);
+    real!(dup2, DUP2, b"dup2", Dup2Fn, fallback::dup2);
+    real!(dup3, DUP3, b"dup3", Dup3Fn, fallback::dup3);
 
-    /// Binds every symbol now, from the constructor, in one walk of the loaded objects, so
-    /// that no hook resolves on a hot path.
-    pub fn resolve_all() {
-        let names = [c"socket", c"bind", c"close", c"dup", c"dup2", c"dup3"];
-        let slots = [&SOCKET, &BIND, &CLOSE, &DUP, &DUP2, &DUP3];
-        let mut found = [0usize; 6];
-        crate::next_symbol::find(&names, &mut found);
-        for (slot, p) in slots.iter().zip(found) {
-            if p != 0 {
-                slot.store(p, Ordering::Relaxed);
-            }
-        }
-        // Whatever was not found falls back to the system call on first use.
-        let _ = (socket(), bind(), close(), dup(), dup2(), dup3());
+    /// `__errno_location`, looked up on its own (errno's first use before the constructor).
+    pub fn lookup_errno_location() -> usize {
+        next_symbol::next(&Name::new(b"__errno_location"))
     }
 
-    /// The real `dlopen`, found on first use: `dlopen` is no hot path and no
-    /// async-signal-safe function, and every exec that never calls it pays nothing.
+    /// Where `environ` lives (the program's copy, if it has one), as found at load.
+    static ENVIRON: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn environ() -> *const *const *const core::ffi::c_char {
+        ENVIRON.load(Ordering::Relaxed) as *const *const *const core::ffi::c_char
+    }
+
+    /// What the constructor needs before it reads the configuration: where `environ` is.
+    /// The real functions are found on their first call instead (a walk of the loaded
+    /// objects' symbol tables, without a lock or an allocation, so a first call from a
+    /// signal handler is fine), so that a process that never calls one pays nothing for it.
+    pub fn at_load() {
+        const NAMES: [(Name, From); 1] = [(Name::new(b"environ"), From::First)];
+        let mut found = [0usize];
+        next_symbol::find(&NAMES, &mut found);
+        let [p] = found;
+        ENVIRON.store(p, Ordering::Relaxed);
+    }
+
+    /// The real `dlopen`, found on first use.
     #[cfg(all(
         target_env = "gnu",
         any(target_arch = "x86_64", target_arch = "aarch64")
@@ -91,11 +97,22 @@ mod elf {
     pub fn dlopen() -> Option<DlopenFn> {
         let mut p = DLOPEN.load(Ordering::Acquire);
         if p == 0 {
-            p = next(c"dlopen");
-            DLOPEN.store(p, Ordering::Release);
+            p = resolve_dlopen();
         }
         // SAFETY: p is the address of a function of this exact C signature.
         (p != 0).then(|| unsafe { core::mem::transmute::<usize, DlopenFn>(p) })
+    }
+
+    /// Looks the real `dlopen` up and keeps it; what the `dlopen` hook calls on its first
+    /// use, before its tail jump (so glibc still sees the program as the caller).
+    #[cfg(all(
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    pub extern "C" fn resolve_dlopen() -> usize {
+        let p = next_symbol::next(&Name::new(b"dlopen"));
+        DLOPEN.store(p, Ordering::Release);
+        p
     }
 
     /// libc's setenv, looked up on the one rare path that needs it (an invalid
@@ -111,7 +128,7 @@ mod elf {
         {
             return;
         }
-        let p = next(c"setenv");
+        let p = next_symbol::next(&Name::new(b"setenv"));
         if p != 0 {
             // SAFETY: p is libc's setenv; both strings are NUL-terminated (checked above).
             unsafe {
@@ -130,27 +147,44 @@ mod elf {
 
     mod fallback {
         use super::*;
-        use libc::{c_long, syscall, SYS_bind, SYS_close, SYS_dup, SYS_dup3, SYS_socket};
+        use libc::{c_long, SYS_bind, SYS_close, SYS_dup, SYS_dup3, SYS_socket};
+
+        /// A system call of up to three arguments, as libc's syscall(2) answers.
+        ///
+        /// # Safety
+        /// As the system call has it.
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        unsafe fn sc(n: c_long, [a, b, c]: [usize; 3]) -> c_int {
+            // SAFETY: the caller's promise.
+            unsafe { crate::sys::raw::call(n as usize, [a, b, c, 0, 0, 0]) as c_int }
+        }
+        /// # Safety
+        /// As the system call has it.
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        unsafe fn sc(n: c_long, [a, b, c]: [usize; 3]) -> c_int {
+            // SAFETY: the caller's promise.
+            unsafe { libc::syscall(n, a, b, c) as c_int }
+        }
 
         pub unsafe extern "C" fn socket(d: c_int, t: c_int, p: c_int) -> c_int {
             // SAFETY: a system call with the caller's arguments.
-            unsafe { syscall(SYS_socket, d as c_long, t as c_long, p as c_long) as c_int }
+            unsafe { sc(SYS_socket, [d as usize, t as usize, p as usize]) }
         }
         pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
             // SAFETY: a system call with the caller's arguments.
-            unsafe { syscall(SYS_bind, fd as c_long, a, l as c_long) as c_int }
+            unsafe { sc(SYS_bind, [fd as usize, a as usize, l as usize]) }
         }
         pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             // SAFETY: a system call with the caller's arguments.
-            unsafe { syscall(SYS_close, fd as c_long) as c_int }
+            unsafe { sc(SYS_close, [fd as usize, 0, 0]) }
         }
         pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
             // SAFETY: a system call with the caller's arguments.
-            unsafe { syscall(SYS_dup, fd as c_long) as c_int }
+            unsafe { sc(SYS_dup, [fd as usize, 0, 0]) }
         }
         pub unsafe extern "C" fn dup3(a: c_int, b: c_int, f: c_int) -> c_int {
             // SAFETY: a system call with the caller's arguments.
-            unsafe { syscall(SYS_dup3, a as c_long, b as c_long, f as c_long) as c_int }
+            unsafe { sc(SYS_dup3, [a as usize, b as usize, f as usize]) }
         }
         /// dup2 through dup3 (some architectures have no dup2 system call); dup3 refuses
         /// equal descriptors, where dup2 only checks that the descriptor is open.
@@ -194,7 +228,6 @@ mod macho {
     pub fn dup2() -> Dup2Fn {
         libc::dup2
     }
-    pub fn resolve_all() {}
 }
 
 #[cfg(target_vendor = "apple")]

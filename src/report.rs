@@ -19,6 +19,7 @@ pub fn set_level(l: Level) {
     LEVEL.store(l as u8, Ordering::Relaxed);
 }
 
+#[inline(always)]
 pub fn level() -> Level {
     match LEVEL.load(Ordering::Relaxed) {
         0 => Level::Off,
@@ -29,7 +30,7 @@ pub fn level() -> Level {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub fn logs(at: Level) -> bool {
     at != Level::Off && level() >= at
 }
@@ -99,12 +100,24 @@ fn emit(line: &mut Line) {
 }
 
 /// Builds and writes one line if `at` is enabled.
+/// Writes one line at `at`, if the level says so: the check inlined at every call (a hook's
+/// hot path pays a load and a compare), the line built out of line.
+#[inline(always)]
 pub fn at(at: Level, build: impl FnOnce(&mut Line) -> core::fmt::Result) {
     if logs(at) {
-        let mut line = Line::new(pid());
-        let _ = build(&mut line);
-        emit(&mut line);
+        write_line(build);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn write_line(build: impl FnOnce(&mut Line) -> core::fmt::Result) {
+    // The host's errno survives the library's own calls (fstat, write).
+    let saved = crate::errno::get();
+    let mut line = Line::new(pid());
+    let _ = build(&mut line);
+    emit(&mut line);
+    crate::errno::set(saved);
 }
 
 pub fn config_error(e: &ConfigError<'_>) {
@@ -115,6 +128,7 @@ pub fn config_error(e: &ConfigError<'_>) {
     });
 }
 
+#[inline(always)]
 pub fn applied(ep: &Endpoint, t: Transport, o: &Options) {
     at(Level::Info, |l| {
         write!(l, "{ep} {}: ", t.name())?;
@@ -122,6 +136,7 @@ pub fn applied(ep: &Endpoint, t: Transport, o: &Options) {
     });
 }
 
+#[inline(always)]
 pub fn left(ep: &Endpoint, t: Option<Transport>, why: LeaveReason) {
     at(Level::Debug, |l| {
         write!(

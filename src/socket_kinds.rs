@@ -78,6 +78,7 @@ const TYPE_MASK: c_int = 0xf; // SOCK_NONBLOCK and SOCK_CLOEXEC ride in the type
 #[cfg(target_vendor = "apple")]
 const TYPE_MASK: c_int = !0;
 
+#[inline(always)]
 fn code_of(domain: c_int, sock_type: c_int, protocol: c_int) -> u8 {
     if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return NOT_INET;
@@ -95,6 +96,7 @@ const IPPROTO_MPTCP: c_int = libc::IPPROTO_MPTCP;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const IPPROTO_MPTCP: c_int = -1;
 
+#[inline(always)]
 fn classify(sock_type: c_int, protocol: c_int) -> Transport {
     let ty = match sock_type {
         libc::SOCK_STREAM => SocketType::Stream,
@@ -111,9 +113,18 @@ fn classify(sock_type: c_int, protocol: c_int) -> Transport {
     Transport::classify(ty, protocol)
 }
 
-#[inline]
-pub fn record(fd: c_int, domain: c_int, sock_type: c_int, protocol: c_int) {
-    let code = code_of(domain, sock_type, protocol);
+/// What `socket(domain, type, protocol)` makes, as the table keeps it.
+#[derive(Clone, Copy)]
+pub struct Kind(u8);
+
+#[inline(always)]
+pub fn kind_of(domain: c_int, sock_type: c_int, protocol: c_int) -> Kind {
+    Kind(code_of(domain, sock_type, protocol))
+}
+
+#[inline(always)]
+pub fn record(fd: c_int, kind: Kind) {
+    let code = kind.0;
     // A table that does not exist yet holds no entry to correct: only inet sockets make it.
     let table = match table() {
         Some(t) => t,

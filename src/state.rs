@@ -6,7 +6,7 @@
 //! it on the spot, which is why the first reader claims the work with a compare-and-swap.
 
 use core::cell::UnsafeCell;
-use core::ffi::c_char;
+use core::ffi::{c_char, c_int};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
@@ -61,13 +61,11 @@ pub fn active() -> Option<&'static Config> {
 /// imports, at every exec.
 fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
     #[cfg(not(target_vendor = "apple"))]
-    let mut p: *const *const c_char = {
-        extern "C" {
-            static environ: *const *const c_char;
-        }
-        // SAFETY: read once; the loader set it up before any constructor runs.
-        unsafe { environ }
-    };
+    let mut p: *const *const c_char = environment();
+    #[cfg(target_os = "linux")]
+    if !ENV_HAS_OURS.load(Ordering::Relaxed) {
+        p = core::ptr::null();
+    }
     #[cfg(target_vendor = "apple")]
     // SAFETY: _NSGetEnviron returns the process's environ pointer.
     let mut p: *const *const c_char = unsafe { *libc::_NSGetEnviron() as *const *const c_char };
@@ -85,12 +83,7 @@ fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
                 }
                 p = p.add(1);
                 let bytes = entry as *const u8;
-                // Compared byte by byte: a shorter entry ends in a NUL, which matches no
-                // prefix byte, so nothing past it is read.
-                let starts =
-                    |prefix: &[u8]| prefix.iter().enumerate().all(|(i, b)| *bytes.add(i) == *b);
-                let ours = starts(b"REUSE_") || starts(b"LISTEN_");
-                if ours {
+                if is_ours(bytes) {
                     let mut n = 6;
                     while *bytes.add(n) != 0 {
                         n += 1;
@@ -102,13 +95,102 @@ fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
     })
 }
 
+/// The environment as glibc's loader passed it to the constructor (null: not so).
+#[cfg(not(target_vendor = "apple"))]
+static LOADER_ENVP: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Whether the environment glibc's loader passed holds a REUSE_ or LISTEN_ entry; when it
+/// holds none (plain `LD_PRELOAD=libreuse.so`), the configuration is the default without a
+/// second walk.
+#[cfg(target_os = "linux")]
+static ENV_HAS_OURS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// One walk of an environment array: where its NULL is, and whether an entry starts with
+/// REUSE_ or LISTEN_.
+///
+/// # Safety
+/// `envp` is a NULL-terminated array of NUL-terminated strings.
+#[cfg(target_os = "linux")]
+unsafe fn scan_environment(envp: *const *const c_char) -> (*const *const c_char, bool) {
+    let mut ours = false;
+    let mut p = envp;
+    // SAFETY: the caller's promise; each entry is compared up to its first differing byte,
+    // so never past its NUL.
+    unsafe {
+        loop {
+            let entry = *p;
+            if entry.is_null() {
+                break;
+            }
+            let first = *entry.cast::<u8>();
+            if first == b'R' || first == b'L' {
+                ours |= is_ours(entry.cast());
+            }
+            p = p.add(1);
+        }
+    }
+    (p, ours)
+}
+
+/// Whether an environment entry starts with REUSE_ or LISTEN_.
+///
+/// # Safety
+/// `bytes` is a NUL-terminated string.
+unsafe fn is_ours(bytes: *const u8) -> bool {
+    // SAFETY: compared byte by byte: a shorter entry ends in a NUL, which matches no prefix
+    // byte, so nothing past it is read.
+    unsafe {
+        let starts = |prefix: &[u8]| prefix.iter().enumerate().all(|(i, b)| *bytes.add(i) == *b);
+        // Most entries fail at the first byte.
+        match *bytes {
+            b'R' => starts(b"REUSE_"),
+            b'L' => starts(b"LISTEN_"),
+            _ => false,
+        }
+    }
+}
+
+/// The process's environment array: the one glibc's loader handed the constructor, else
+/// what `environ` holds (looked up among the loaded objects: musl, or a hook called before
+/// the constructor).
+#[cfg(not(target_vendor = "apple"))]
+fn environment() -> *const *const c_char {
+    let p = LOADER_ENVP.load(Ordering::Relaxed);
+    if p != 0 {
+        return p as *const *const c_char;
+    }
+    let mut at = crate::real::environ();
+    if at.is_null() {
+        crate::real::at_load();
+        at = crate::real::environ();
+    }
+    if at.is_null() {
+        return core::ptr::null();
+    }
+    // SAFETY: the address of libc's (or the program's) `environ`.
+    unsafe { core::ptr::read_volatile(at) }
+}
+
+/// No `environ` found among the loaded objects: the configuration cannot be read, so the
+/// library leaves everything as it is rather than act on every port.
+fn no_environment() -> bool {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        environment().is_null()
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        false
+    }
+}
+
 /// Secure execution (setuid/setgid, file capabilities): the loader already strips most
 /// preloads, but a library in a trusted path can still be loaded, and must then do nothing.
 fn secure_execution() -> bool {
     #[cfg(not(target_vendor = "apple"))]
     {
-        // SAFETY: plain read of the auxiliary vector.
-        unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+        // With no auxiliary vector to read, secure execution cannot be ruled out.
+        crate::auxv::get(libc::AT_SECURE) != Some(0)
     }
     #[cfg(target_vendor = "apple")]
     {
@@ -125,7 +207,7 @@ fn read_now(at_load: bool) -> Option<&'static Config> {
     {
         return active_if_ready();
     }
-    if secure_execution() {
+    if secure_execution() || no_environment() {
         report::set_level(Level::Off);
         STATE.store(INERT, Ordering::Release);
         return None;
@@ -210,11 +292,24 @@ fn active_if_ready() -> Option<&'static Config> {
     }
 }
 
-/// Runs when the library is loaded, before the program's `main`: binds the real symbols and
-/// reads the configuration, so the hooks find both ready.
-extern "C" fn on_load() {
+/// Runs when the library is loaded, before the program's `main`: reads the configuration,
+/// so the hooks find it ready. glibc's loader passes `(argc, argv, envp)`; musl's and dyld
+/// pass nothing that may be read, so the arguments are used only when they line up as
+/// glibc's do (`auxv`), saving a search for `environ` and a read of /proc/self/auxv.
+extern "C" fn on_load(argc: c_int, argv: *const *const c_char, envp: *const *const c_char) {
     core::hint::black_box(crate::VERSION_MARK.as_ptr());
-    crate::real::resolve_all();
+    #[cfg(target_os = "linux")]
+    if crate::auxv::glibc_arguments(argc, argv.cast(), envp.cast()) {
+        // SAFETY: envp is glibc's environment array (checked): NULL-terminated strings.
+        let (end, ours) = unsafe { scan_environment(envp) };
+        // SAFETY: end is that array's NULL, at the top of the stack.
+        if unsafe { crate::auxv::from_stack(end.cast()) } {
+            LOADER_ENVP.store(envp as usize, Ordering::Relaxed);
+            ENV_HAS_OURS.store(ours, Ordering::Relaxed);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (argc, argv, envp);
     if STATE.load(Ordering::Acquire) == UNREAD {
         let _ = read_now(true);
     }
@@ -223,9 +318,9 @@ extern "C" fn on_load() {
 #[cfg(not(target_vendor = "apple"))]
 #[used]
 #[link_section = ".init_array"]
-static ON_LOAD: extern "C" fn() = on_load;
+static ON_LOAD: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = on_load;
 
 #[cfg(target_vendor = "apple")]
 #[used]
 #[link_section = "__DATA,__mod_init_func"]
-static ON_LOAD: extern "C" fn() = on_load;
+static ON_LOAD: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = on_load;

@@ -1,13 +1,15 @@
 //! The system calls the library makes of its own (the socket options it sets, logging,
-//! diagnosis, waiting, hold mode's hand-over), made through libc's `syscall` on Linux x86_64
-//! and aarch64; and the clocks.
+//! diagnosis, waiting, hold mode's hand-over), made directly with the `syscall` (x86_64) or
+//! `svc` (aarch64) instruction on Linux; and the clocks.
 //!
-//! Why not through the libc functions of those names: the library is loaded into every
-//! process that inherits the environment, and the loader resolves each libc symbol it
-//! imports, eagerly, at every exec (Rust calls through the GOT, so there is no lazy PLT
-//! binding to defer the work): about 600 instructions a symbol. Sixteen functions cost
-//! every `exec` about 10,000 instructions of symbol lookups; one `syscall` import costs one.
-//! Elsewhere (macOS, other architectures) these are the libc functions.
+//! Why not through libc: the library is loaded into every process that inherits the
+//! environment, and the loader looks up each symbol a library imports, eagerly, at every
+//! exec (Rust calls through the GOT, so there is no lazy PLT binding to defer the work):
+//! about 650 instructions a symbol, and the first one costs 2,300 more (libc as NEEDED, its
+//! version checks). So the library imports nothing: it reads the auxiliary vector itself
+//! (`auxv`) and finds the few libc functions it must call through (the real `socket`,
+//! `bind`, ... and `__errno_location`) on their first use (`next_symbol`). Elsewhere (macOS,
+//! other architectures) these are the libc functions.
 //!
 //! Each wrapper takes Rust references and slices where the call reads or writes memory, so
 //! that it is a safe function; the few that take raw pointers say what they need.
@@ -17,13 +19,105 @@ use core::mem::{size_of, zeroed};
 
 use libc::{c_int, c_void, msghdr, pid_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
 
+/// A system call with up to six arguments, each passed as a machine word; what the kernel
+/// returns, or -1 with errno set as libc's `syscall(2)` does.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+macro_rules! syscall {
+    ($n:expr $(,)?) => { crate::sys::raw::call($n as usize, [0, 0, 0, 0, 0, 0]) };
+    ($n:expr, $a:expr $(,)?) => { crate::sys::raw::call($n as usize, [$a as usize, 0, 0, 0, 0, 0]) };
+    ($n:expr, $a:expr, $b:expr $(,)?) => {
+        crate::sys::raw::call($n as usize, [$a as usize, $b as usize, 0, 0, 0, 0])
+    };
+    ($n:expr, $a:expr, $b:expr, $c:expr $(,)?) => {
+        crate::sys::raw::call($n as usize, [$a as usize, $b as usize, $c as usize, 0, 0, 0])
+    };
+    ($n:expr, $a:expr, $b:expr, $c:expr, $d:expr $(,)?) => {
+        crate::sys::raw::call(
+            $n as usize,
+            [$a as usize, $b as usize, $c as usize, $d as usize, 0, 0],
+        )
+    };
+    ($n:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr $(,)?) => {
+        crate::sys::raw::call(
+            $n as usize,
+            [$a as usize, $b as usize, $c as usize, $d as usize, $e as usize, 0],
+        )
+    };
+    ($n:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr, $f:expr $(,)?) => {
+        crate::sys::raw::call(
+            $n as usize,
+            [$a as usize, $b as usize, $c as usize, $d as usize, $e as usize, $f as usize],
+        )
+    };
+}
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub mod raw {
+    use libc::c_long;
+
+    /// The kernel's own answer: a value, or -errno (-4095..=-1).
+    ///
+    /// # Safety
+    /// As the system call `n` has it for these arguments (the memory it reads or writes).
+    #[inline(always)]
+    pub unsafe fn kernel(n: usize, args: [usize; 6]) -> isize {
+        let [a, b, c, d, e, f] = args;
+        let r: isize;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's promise; the instruction clobbers rcx and r11 only.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") n as isize => r,
+                in("rdi") a, in("rsi") b, in("rdx") c, in("r10") d, in("r8") e, in("r9") f,
+                lateout("rcx") _, lateout("r11") _,
+                options(nostack, preserves_flags)
+            );
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller's promise.
+        unsafe {
+            core::arch::asm!(
+                "svc 0",
+                in("x8") n,
+                inlateout("x0") a as isize => r,
+                in("x1") b, in("x2") c, in("x3") d, in("x4") e, in("x5") f,
+                options(nostack, preserves_flags)
+            );
+        }
+        r
+    }
+
+    /// As `kernel`, with the answer as libc gives it: -1 and errno for an error.
+    ///
+    /// # Safety
+    /// As `kernel`.
+    #[inline(always)]
+    pub unsafe fn call(n: usize, args: [usize; 6]) -> c_long {
+        // SAFETY: the caller's promise.
+        let r = unsafe { kernel(n, args) };
+        if (-4095..0).contains(&r) {
+            crate::errno::set(-r as libc::c_int);
+            -1
+        } else {
+            r as c_long
+        }
+    }
+}
+
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 mod imp {
     use super::*;
-    use libc::{c_long, syscall};
+    use libc::c_long;
 
     #[inline]
     fn ret(r: c_long) -> c_int {
@@ -33,7 +127,7 @@ mod imp {
     pub fn open(path: &CStr, flags: c_int) -> c_int {
         // SAFETY: path is NUL-terminated; openat reads only it.
         ret(unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_openat,
                 libc::AT_FDCWD as c_long,
                 path.as_ptr(),
@@ -44,16 +138,16 @@ mod imp {
     }
     pub fn read(fd: c_int, buf: &mut [u8]) -> ssize_t {
         // SAFETY: the kernel writes at most buf.len() bytes into buf.
-        unsafe { syscall(libc::SYS_read, fd as c_long, buf.as_mut_ptr(), buf.len()) as ssize_t }
+        unsafe { syscall!(libc::SYS_read, fd as c_long, buf.as_mut_ptr(), buf.len()) as ssize_t }
     }
     pub fn write(fd: c_int, buf: &[u8]) -> ssize_t {
         // SAFETY: the kernel reads buf.len() bytes of buf.
-        unsafe { syscall(libc::SYS_write, fd as c_long, buf.as_ptr(), buf.len()) as ssize_t }
+        unsafe { syscall!(libc::SYS_write, fd as c_long, buf.as_ptr(), buf.len()) as ssize_t }
     }
     pub fn readlink(path: &CStr, buf: &mut [u8]) -> ssize_t {
         // SAFETY: path is NUL-terminated; the kernel writes at most buf.len() bytes.
         unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_readlinkat,
                 libc::AT_FDCWD as c_long,
                 path.as_ptr(),
@@ -64,21 +158,21 @@ mod imp {
     }
     pub fn getpid() -> pid_t {
         // SAFETY: no memory involved.
-        unsafe { syscall(libc::SYS_getpid) as pid_t }
+        unsafe { syscall!(libc::SYS_getpid) as pid_t }
     }
     pub fn getuid() -> libc::uid_t {
         // SAFETY: no memory involved.
-        unsafe { syscall(libc::SYS_getuid) as libc::uid_t }
+        unsafe { syscall!(libc::SYS_getuid) as libc::uid_t }
     }
     pub fn geteuid() -> libc::uid_t {
         // SAFETY: no memory involved.
-        unsafe { syscall(libc::SYS_geteuid) as libc::uid_t }
+        unsafe { syscall!(libc::SYS_geteuid) as libc::uid_t }
     }
     /// # Safety
     /// `a` and `l` as getsockname(2) has them: `*l` bytes writable at `a`.
     pub unsafe fn getsockname_raw(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
         // SAFETY: the caller's promise.
-        ret(unsafe { syscall(libc::SYS_getsockname, fd as c_long, a, l) })
+        ret(unsafe { syscall!(libc::SYS_getsockname, fd as c_long, a, l) })
     }
     /// Copies `to.len()` bytes at address `from` of this process into `to`, or fails with
     /// EFAULT (never a SIGSEGV) if they are not all readable: the kernel checks.
@@ -94,7 +188,7 @@ mod imp {
         // SAFETY: the kernel writes into `to` (its length) and reads the remote range with
         // its own checks, reporting EFAULT for what is not mapped.
         unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_process_vm_readv,
                 getpid() as c_long,
                 &local as *const libc::iovec,
@@ -107,12 +201,12 @@ mod imp {
     }
     pub fn kill(pid: pid_t, sig: c_int) -> c_int {
         // SAFETY: kill touches no memory of this process.
-        ret(unsafe { syscall(libc::SYS_kill, pid as c_long, sig as c_long) })
+        ret(unsafe { syscall!(libc::SYS_kill, pid as c_long, sig as c_long) })
     }
     pub fn nanosleep(t: &timespec) -> c_int {
         // SAFETY: the kernel reads *t; no remainder is asked for.
         ret(unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_nanosleep,
                 t as *const timespec,
                 core::ptr::null_mut::<timespec>(),
@@ -122,7 +216,7 @@ mod imp {
     pub fn clock_monotonic(t: &mut timespec) -> c_int {
         // SAFETY: the kernel writes one timespec into *t.
         ret(unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_clock_gettime,
                 libc::CLOCK_MONOTONIC as c_long,
                 t as *mut timespec,
@@ -132,12 +226,12 @@ mod imp {
     /// fcntl with an integer argument (F_GETFD, F_SETFD, F_GETFL, F_SETFL): no memory.
     pub fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
         // SAFETY: the commands used take an integer, not a pointer.
-        ret(unsafe { syscall(libc::SYS_fcntl, fd as c_long, cmd as c_long, arg as c_long) })
+        ret(unsafe { syscall!(libc::SYS_fcntl, fd as c_long, cmd as c_long, arg as c_long) })
     }
     pub fn connect_unix(fd: c_int, a: &libc::sockaddr_un) -> c_int {
         // SAFETY: the kernel reads one sockaddr_un.
         ret(unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_connect,
                 fd as c_long,
                 a as *const libc::sockaddr_un,
@@ -148,7 +242,7 @@ mod imp {
     pub fn send(fd: c_int, buf: &[u8], flags: c_int) -> ssize_t {
         // SAFETY: the kernel reads buf.len() bytes of buf.
         unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_sendto,
                 fd as c_long,
                 buf.as_ptr(),
@@ -163,13 +257,29 @@ mod imp {
     /// `m` describes buffers valid for the kernel to write, as recvmsg(2) has it.
     pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
         // SAFETY: the caller's promise.
-        unsafe { syscall(libc::SYS_recvmsg, fd as c_long, m, flags as c_long) as ssize_t }
+        unsafe { syscall!(libc::SYS_recvmsg, fd as c_long, m, flags as c_long) as ssize_t }
+    }
+    /// Closes a descriptor of the library's own (never one the program knows).
+    pub fn close(fd: c_int) -> c_int {
+        // SAFETY: no memory involved.
+        ret(unsafe { syscall!(libc::SYS_close, fd) })
+    }
+    /// Gives the processor to another thread.
+    #[cfg(target_env = "gnu")]
+    pub fn yield_now() {
+        // SAFETY: no memory involved.
+        unsafe { syscall!(libc::SYS_sched_yield) };
+    }
+    /// Directory entries (`struct linux_dirent64` records) into `buf`.
+    pub fn getdents64(fd: c_int, buf: &mut [u8]) -> ssize_t {
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        unsafe { syscall!(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) as ssize_t }
     }
     pub fn fstat(fd: c_int) -> Option<libc::stat> {
         // SAFETY: a zeroed stat is a valid value for the kernel to fill.
         let mut st: libc::stat = unsafe { zeroed() };
         // SAFETY: the kernel writes one stat.
-        let rc = unsafe { syscall(libc::SYS_fstat, fd as c_long, &mut st as *mut libc::stat) };
+        let rc = unsafe { syscall!(libc::SYS_fstat, fd as c_long, &mut st as *mut libc::stat) };
         (rc == 0).then_some(st)
     }
     /// # Safety
@@ -183,7 +293,7 @@ mod imp {
     ) -> c_int {
         let (fd, level, name, len) = (fd as c_long, level as c_long, name as c_long, len as c_long);
         // SAFETY: the caller's promise.
-        ret(unsafe { syscall(libc::SYS_setsockopt, fd, level, name, v, len) })
+        ret(unsafe { syscall!(libc::SYS_setsockopt, fd, level, name, v, len) })
     }
     /// # Safety
     /// `*len` bytes writable at `v`, as getsockopt(2) has them.
@@ -196,7 +306,7 @@ mod imp {
     ) -> c_int {
         let (fd, level, name) = (fd as c_long, level as c_long, name as c_long);
         // SAFETY: the caller's promise.
-        ret(unsafe { syscall(libc::SYS_getsockopt, fd, level, name, v, len) })
+        ret(unsafe { syscall!(libc::SYS_getsockopt, fd, level, name, v, len) })
     }
     /// What a panic ends in (none is expected): SIGABRT to this thread, as abort(3) raises
     /// it, and if the host catches or blocks it, the end of the process all the same, with
@@ -204,15 +314,15 @@ mod imp {
     pub fn abort() -> ! {
         // SAFETY: signals and exit touch no memory of this process.
         unsafe {
-            let tid = syscall(libc::SYS_gettid);
-            syscall(
+            let tid = syscall!(libc::SYS_gettid);
+            syscall!(
                 libc::SYS_tgkill,
                 getpid() as c_long,
                 tid,
                 libc::SIGABRT as c_long,
             );
             loop {
-                syscall(libc::SYS_exit_group, 134 as c_long);
+                syscall!(libc::SYS_exit_group, 134 as c_long);
             }
         }
     }
@@ -221,7 +331,7 @@ mod imp {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         // SAFETY: a fresh anonymous mapping touches no existing memory.
         let r = unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_mmap,
                 0 as c_long,
                 len,
@@ -241,14 +351,14 @@ mod imp {
     /// `p..p+len` is a mapping of this library's own that nothing uses any more.
     pub unsafe fn unmap(p: *mut c_void, len: size_t) {
         // SAFETY: the caller's promise.
-        unsafe { syscall(libc::SYS_munmap, p, len) };
+        unsafe { syscall!(libc::SYS_munmap, p, len) };
     }
     /// # Safety
     /// The pages `p..p+len` may take the protection `prot` with no access breaking.
     #[cfg(target_env = "gnu")]
     pub unsafe fn protect(p: *mut c_void, len: size_t, prot: c_int) -> c_int {
         // SAFETY: the caller's promise.
-        ret(unsafe { syscall(libc::SYS_mprotect, p, len, prot as c_long) })
+        ret(unsafe { syscall!(libc::SYS_mprotect, p, len, prot as c_long) })
     }
 
     /// The kernel's signal set for these architectures: one 64-bit word.
@@ -264,13 +374,13 @@ mod imp {
         // SAFETY: each call reads or writes one signal set of SIGSET_BYTES, or a siginfo
         // into a buffer of 128 bytes, all locals.
         unsafe {
-            syscall(
+            syscall!(
                 libc::SYS_rt_sigpending,
                 &mut pending as *mut u64,
                 SIGSET_BYTES,
             );
             let was_pending = pending & pipe != 0;
-            syscall(
+            syscall!(
                 libc::SYS_rt_sigprocmask,
                 libc::SIG_BLOCK as c_long,
                 &pipe as *const u64,
@@ -284,7 +394,7 @@ mod imp {
                     tv_nsec: 0,
                 };
                 let mut info = [0u64; 16];
-                syscall(
+                syscall!(
                     libc::SYS_rt_sigtimedwait,
                     &pipe as *const u64,
                     info.as_mut_ptr(),
@@ -292,7 +402,7 @@ mod imp {
                     SIGSET_BYTES,
                 );
             }
-            syscall(
+            syscall!(
                 libc::SYS_rt_sigprocmask,
                 libc::SIG_SETMASK as c_long,
                 &old as *const u64,
@@ -387,6 +497,25 @@ mod imp {
     pub unsafe fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
         // SAFETY: the caller's promise.
         unsafe { libc::recvmsg(fd, m, flags) }
+    }
+    /// Closes a descriptor of the library's own (never one the program knows).
+    #[cfg(target_os = "linux")]
+    pub fn close(fd: c_int) -> c_int {
+        // SAFETY: no memory involved.
+        unsafe { libc::close(fd) }
+    }
+    /// Directory entries (`struct linux_dirent64` records) into `buf`.
+    #[cfg(target_os = "linux")]
+    pub fn getdents64(fd: c_int, buf: &mut [u8]) -> ssize_t {
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd as libc::c_long,
+                buf.as_mut_ptr(),
+                buf.len(),
+            ) as ssize_t
+        }
     }
     pub fn fstat(fd: c_int) -> Option<libc::stat> {
         // SAFETY: a zeroed stat is a valid value for fstat to fill.
@@ -499,6 +628,45 @@ pub fn setsockopt_value<T: Copy>(fd: c_int, level: c_int, name: c_int, v: &T) ->
     }
 }
 
+/// Sets a socket option to the bytes of `v`, leaving errno alone: 0, or the error number.
+#[inline]
+pub fn set_option<T: Copy>(fd: c_int, level: c_int, name: c_int, v: &T) -> c_int {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        let args = [
+            fd as usize,
+            level as usize,
+            name as usize,
+            v as *const T as usize,
+            size_of::<T>(),
+            0,
+        ];
+        // SAFETY: v outlives the call and the length is its size.
+        let r = unsafe { raw::kernel(libc::SYS_setsockopt as usize, args) };
+        if r < 0 {
+            -r as c_int
+        } else {
+            0
+        }
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        let saved = crate::errno::get();
+        if setsockopt_value(fd, level, name, v) == 0 {
+            return 0;
+        }
+        let e = crate::errno::get();
+        crate::errno::set(saved);
+        e
+    }
+}
+
 /// Where a socket is bound, as the kernel says: the address bytes (a `sockaddr_storage`
 /// prefix of the returned length).
 pub fn getsockname(fd: c_int) -> Option<([u8; size_of::<libc::sockaddr_storage>()], usize)> {
@@ -536,9 +704,8 @@ pub fn sleep_ms(ms: u64) -> bool {
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 pub fn page_size() -> usize {
-    // SAFETY: a plain read of the auxiliary vector.
-    match unsafe { libc::getauxval(libc::AT_PAGESZ) } {
-        0 => 4096,
-        n => n as usize,
+    match crate::auxv::get(libc::AT_PAGESZ) {
+        None | Some(0) => 4096,
+        Some(n) => n,
     }
 }

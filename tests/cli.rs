@@ -592,7 +592,11 @@ fn lib_is_found_beside_the_command_and_in_lib_next_to_it() {
         .unwrap()
         .permissions()
         .mode();
-    assert_eq!(mode & 0o777, 0o700, "the cache folder is private");
+    // Writable by this user alone; readable by all, so that a program that drops root's
+    // privileges can still load the copy.
+    assert_eq!(mode & 0o777, 0o755, "the cache folder's mode");
+    let file_mode = std::fs::metadata(&carried).unwrap().permissions().mode();
+    assert_eq!(file_mode & 0o777, 0o644, "the cached copy's mode");
     assert_eq!(lib_of(&bin), carried, "written once, found again");
 
     std::fs::copy(lib(), dir.path("lib/libreuse.so")).unwrap();

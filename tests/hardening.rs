@@ -345,7 +345,26 @@ fn sixty_four_threads_create_bind_and_close_for_the_set_time() {
             .unwrap_or_else(|| panic!("{k} missing in {line}"))
     };
     assert_eq!(field("threads"), 64);
-    assert_eq!(field("failed"), 0, "{line}; stderr: {}", text(&out.stderr));
+    if field("failed") != 0 {
+        // Who else had the port: a flake seen twice in full runs, never alone.
+        let holders = Command::new("ss").args(["-tuanpe"]).output();
+        let at = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("first_failure="))
+            .and_then(|f| f.rsplit(':').next())
+            .unwrap_or("");
+        let seen: String = holders
+            .map(|o| text(&o.stdout))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !at.is_empty() && l.contains(&format!(":{at} ")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!(
+            "{line}; stderr: {}; sockets on that port: {seen}",
+            text(&out.stderr)
+        );
+    }
     assert_eq!(field("tcp_without_reuseaddr"), 0, "{line}");
     assert_eq!(field("udp_with_reuseaddr"), 0, "{line}");
     assert!(field("binds") >= 64 * seconds, "too few binds: {line}");
@@ -904,14 +923,12 @@ fn extra(
         .collect()
 }
 
-/// What the loader is told about the library: it needs glibc's libc.so.6 and nothing else
-/// (no libgcc_s, no libdl), asks for versioned libc symbols, and binds every import at load
-/// (BIND_NOW), so no hook ever enters the loader to resolve a symbol lazily, in a signal
-/// handler or a forked child. The segments are build.rs's layout: two, no RELRO. (glibc: a
-/// musl build names musl's unversioned libc.so, which tests/musl.rs checks.)
+/// What the loader is told about the library: it needs no other library and imports no
+/// symbol (each would be a lookup at every exec; the library finds libc's functions itself),
+/// binds at load (BIND_NOW), and has build.rs's layout: two segments, no RELRO.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
-fn the_library_needs_libc_alone_and_binds_its_imports_at_load() {
+fn the_library_needs_no_library_and_imports_no_symbol() {
     let Some(readelf) = require("readelf", "apt-get install binutils") else {
         return;
     };
@@ -925,15 +942,28 @@ fn the_library_needs_libc_alone_and_binds_its_imports_at_load() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let dynamic = show("-d");
-    let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
-    assert_eq!(needed.len(), 1, "{dynamic}");
-    assert!(needed[0].contains("[libc.so.6]"), "{dynamic}");
+    assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
     assert!(dynamic.contains("BIND_NOW"), "{dynamic}");
     assert!(!dynamic.contains("TEXTREL"), "{dynamic}");
-    assert!(
-        show("-V").contains("File: libc.so.6"),
-        "no versioned imports"
-    );
+    let symbols = show("--dyn-syms");
+    let undefined: Vec<&str> = symbols
+        .lines()
+        .filter(|l| l.contains(" UND ") && !l.trim_end().ends_with("UND"))
+        .collect();
+    assert!(undefined.is_empty(), "imports: {undefined:?}");
+    let exported: Vec<&str> = symbols
+        .lines()
+        .filter(|l| l.contains(" GLOBAL ") && l.contains(" FUNC "))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let mut want = vec!["bind", "close", "dup", "dup2", "dup3", "socket"];
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        want.push("dlopen");
+    }
+    let mut got = exported.clone();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "the library exports the hooks and nothing else");
     let segments = show("-l");
     let loads = segments
         .lines()

@@ -38,7 +38,8 @@ fn glibc_versions(lib: &Path) -> Vec<(u32, u32)> {
 
 /// The library imports no symbol version newer than GLIBC_2.17 (RHEL 7's glibc, the oldest
 /// a Rust toolchain still targets): it once needed dlsym@GLIBC_2.34, and every program on an
-/// older glibc refused to start with it in LD_PRELOAD.
+/// older glibc refused to start with it in LD_PRELOAD. On x86_64 and aarch64 it imports no
+/// symbol at all (tests/hardening.rs checks that), so it names no version.
 #[test]
 fn the_library_needs_no_glibc_newer_than_2_17() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
@@ -46,14 +47,17 @@ fn the_library_needs_no_glibc_newer_than_2_17() {
     }
     require("objdump", "apt-get install binutils").expect("objdump");
     let versions = glibc_versions(&lib_path());
-    assert!(!versions.is_empty(), "no versioned import at all?");
-    let newest = *versions.last().unwrap();
-    assert!(
-        newest <= (2, 17),
-        "needs GLIBC_{}.{}: {versions:?}",
-        newest.0,
-        newest.1
-    );
+    if let Some(newest) = versions.last() {
+        assert!(
+            *newest <= (2, 17),
+            "needs GLIBC_{}.{}: {versions:?}",
+            newest.0,
+            newest.1
+        );
+    }
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        assert!(versions.is_empty(), "versioned imports: {versions:?}");
+    }
 }
 
 /// The unpacked libc6 of Debian 11 (glibc 2.31), fetched by .ci/install.

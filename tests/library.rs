@@ -754,46 +754,6 @@ fn a_php_ext_sockets_server_restarts_at_once() {
     );
 }
 
-/// The same with a library of our own loaded with RTLD_DEEPBIND, built both ways a library
-/// is linked (lazy binding with partial RELRO, and -z now with full RELRO, loaded RTLD_LAZY
-/// and RTLD_NOW): its bind gets SO_REUSEADDR, and a `dup` it defines itself stays its own.
-#[test]
-fn objects_loaded_with_rtld_deepbind_are_reached() {
-    let Some(probe) = probe() else { return };
-    let lazy = build_shared(
-        "tests/c/deep.c",
-        "deep-lazy.so",
-        &["-Wl,-z,lazy", "-Wl,-z,norelro"],
-    )
-    .unwrap();
-    let now = build_shared(
-        "tests/c/deep.c",
-        "deep-now.so",
-        &["-Wl,-z,now", "-Wl,-z,relro"],
-    )
-    .unwrap();
-    for (lib, mode) in [
-        (&lazy, "lazy"),
-        (&lazy, "now"),
-        (&now, "lazy"),
-        (&now, "now"),
-    ] {
-        let port = free_port().to_string();
-        let run_it = |pre: bool| {
-            let mut c = command(&probe, pre);
-            c.arg("deepbind").arg(lib).args([mode, &port]);
-            let out = run(&mut c, Duration::from_secs(20));
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
-        assert_eq!(
-            run_it(false),
-            "rc=0 reuseaddr=0 own_dup=1",
-            "{lib:?} {mode}"
-        );
-        assert_eq!(run_it(true), "rc=0 reuseaddr=1 own_dup=1", "{lib:?} {mode}");
-    }
-}
-
 /// An invalid configuration inherited by a wrapper chain is reported once per process tree,
 /// not once per exec (a pyenv shim runs dozens of programs): the first reporter leaves a
 /// mark its children inherit. A child with another invalid value reports that one.

@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const LIB_NAME: &str = if cfg!(target_vendor = "apple") {
@@ -104,6 +104,9 @@ impl fmt::Display for NotFound {
 pub struct Chosen {
     pub path: PathBuf,
     pub libc: Option<Libc>,
+    /// Copies on disk passed over, and why (another user's file, a path LD_PRELOAD cannot
+    /// carry): said as warnings.
+    pub passed_over: Vec<String>,
 }
 
 /// The C library an ELF shared library needs, from its NEEDED names.
@@ -163,12 +166,15 @@ pub fn find(reuse_lib: Option<&OsStr>, want: Option<Libc>) -> Result<Chosen, Not
             Ok(abs) if abs.is_file() => Ok(Chosen {
                 libc: libc_of_library(&abs),
                 path: abs,
+                passed_over: Vec::new(),
             }),
             _ => Err(NotFound::BadOverride(p)),
         };
     }
     let mut tried = Vec::new();
     let mut mismatched = None;
+    let mut passed_over = Vec::new();
+    let uid = crate::sys::euid();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .as_deref()
@@ -181,12 +187,23 @@ pub fn find(reuse_lib: Option<&OsStr>, want: Option<Libc>) -> Result<Chosen, Not
         for cand in cands {
             if let Ok(abs) = cand.canonicalize() {
                 if abs.is_file() {
+                    // A copy that another user could have put or changed there is never
+                    // preloaded (reuse may run as root), nor one LD_PRELOAD cannot carry.
+                    if let Some(why) = untrusted_file(&abs, uid).or_else(|| unusable_path(&abs)) {
+                        passed_over.push(format!("{}: {why}", abs.display()));
+                        tried.push(cand);
+                        continue;
+                    }
                     let libc = libc_of_library(&abs);
                     let fits = want.is_none() || libc.is_none() || libc == want;
                     if fits {
-                        return Ok(Chosen { path: abs, libc });
+                        return Ok(Chosen {
+                            path: abs,
+                            libc,
+                            passed_over,
+                        });
                     }
-                    mismatched.get_or_insert(Chosen { path: abs, libc });
+                    mismatched.get_or_insert((abs, libc));
                 }
             }
             tried.push(cand);
@@ -206,16 +223,56 @@ pub fn find(reuse_lib: Option<&OsStr>, want: Option<Libc>) -> Result<Chosen, Not
                 return Ok(Chosen {
                     path,
                     libc: Some(libc),
+                    passed_over,
                 })
             }
             Err(e) => cache_error = Some(e),
         }
     }
     // A library that does not fit is still better than none: the caller warns.
-    if let Some(m) = mismatched {
-        return Ok(m);
+    if let Some((path, libc)) = mismatched {
+        return Ok(Chosen {
+            path,
+            libc,
+            passed_over,
+        });
+    }
+    if !passed_over.is_empty() {
+        let why = passed_over.join("; ");
+        cache_error = Some(match cache_error {
+            Some(e) => format!("{why}; {e}"),
+            None => why,
+        });
     }
     Err(NotFound::Nowhere(tried, cache_error))
+}
+
+/// Why a library file is not to be trusted by this user: it, or its folder (or a folder
+/// above), belongs to another user (not root) or can be written by others.
+fn untrusted_file(path: &Path, uid: u32) -> Option<String> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    if m.uid() != uid && m.uid() != 0 {
+        return Some(format!(
+            "belongs to uid {}, not to this user (uid {uid}) or root",
+            m.uid()
+        ));
+    }
+    if m.permissions().mode() & 0o022 != 0 {
+        return Some(format!(
+            "can be written by other users (mode {:o})",
+            m.permissions().mode() & 0o7777
+        ));
+    }
+    crate::safe_dir::unsafe_because(path.parent()?, uid)
+}
+
+/// Why LD_PRELOAD cannot carry a path (it splits on blanks and colons), or None.
+fn unusable_path(path: &Path) -> Option<String> {
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| b" \t\n:".contains(b))
+        .then(|| "a blank or a colon in its path, which LD_PRELOAD splits on".to_string())
 }
 
 /// FNV-1a, 64 bits: names the cached copy by its content (the content is compared in full
@@ -226,28 +283,108 @@ fn fnv64(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Folders the cached copy may live in: private to this user, and a path LD_PRELOAD can
-/// carry (no blank or colon, which it splits on).
-fn cache_dirs() -> Vec<PathBuf> {
+/// Folders the cached copy may live in, and why others named by the environment are not:
+/// an absolute path LD_PRELOAD can carry (no blank or colon, which it splits on).
+/// XDG_CACHE_HOME when set; then, for root, /var/cache/reuse, where a program that drops
+/// root's privileges (setpriv, gosu, su-exec) can still read it (/root is closed to every
+/// other user); then ~/.cache/reuse and XDG_RUNTIME_DIR.
+fn cache_dirs() -> (Vec<PathBuf>, Vec<String>) {
     let mut v = Vec::new();
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        v.push(PathBuf::from(x).join("reuse"));
+        v.push(("XDG_CACHE_HOME".into(), PathBuf::from(x).join("reuse")));
+    }
+    if crate::sys::euid() == 0 {
+        v.push(("/var/cache/reuse".into(), PathBuf::from("/var/cache/reuse")));
     }
     if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        v.push(PathBuf::from(h).join(".cache/reuse"));
+        v.push(("HOME".into(), PathBuf::from(h).join(".cache/reuse")));
     }
     if let Some(r) = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty()) {
-        v.push(PathBuf::from(r).join("reuse"));
+        v.push(("XDG_RUNTIME_DIR".into(), PathBuf::from(r).join("reuse")));
     }
-    v.retain(|p| {
-        p.is_absolute()
-            && !p
-                .as_os_str()
-                .as_bytes()
-                .iter()
-                .any(|b| b" \t\n:".contains(b))
-    });
-    v
+    let mut why = Vec::new();
+    let dirs = v
+        .into_iter()
+        .filter_map(|(var, p): (String, PathBuf)| {
+            if !p.is_absolute() {
+                why.push(format!("{var} gives a relative path ({})", p.display()));
+                None
+            } else if let Some(bad) = unusable_path(&p) {
+                why.push(format!("{} ({var}): {bad}", p.display()));
+                None
+            } else {
+                Some(p)
+            }
+        })
+        .collect();
+    (dirs, why)
+}
+
+/// Creates `dir` (and what is missing above it) if need be, and says whether the library
+/// may be left there: no symlink on the way belongs to another user (not root), and no
+/// folder on the way belongs to one or can be written by others unless sticky
+/// (`safe_dir`). Nothing is created or changed before the folders above are found safe, so
+/// a folder another user points at is never touched.
+fn prepare_cache_dir(dir: &Path, uid: u32) -> Result<PathBuf, String> {
+    // The folders that exist, from the top: each link and folder checked before going in.
+    let mut existing = dir;
+    while std::fs::symlink_metadata(existing).is_err() {
+        existing = existing
+            .parent()
+            .ok_or_else(|| format!("{}: nothing of it exists", dir.display()))?;
+    }
+    let mut at = Some(existing);
+    while let Some(d) = at {
+        if let Ok(m) = std::fs::symlink_metadata(d) {
+            if m.file_type().is_symlink() && m.uid() != uid && m.uid() != 0 {
+                return Err(format!(
+                    "{} is a link of uid {}, not of this user (uid {uid}) or root",
+                    d.display(),
+                    m.uid()
+                ));
+            }
+        }
+        at = d.parent();
+    }
+    if let Some(bad) = crate::safe_dir::unsafe_because(existing, uid) {
+        return Err(bad);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let real = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A folder of this user's own that others may write gets its mode fixed; anything else
+    // is judged as it is.
+    if let Ok(m) = std::fs::metadata(&real) {
+        if m.uid() == uid && m.permissions().mode() & 0o022 != 0 {
+            let _ = std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+    if let Some(bad) = crate::safe_dir::unsafe_because(&real, uid) {
+        return Err(bad);
+    }
+    if let Some(bad) = unusable_path(&real) {
+        return Err(format!("{}: {bad}", real.display()));
+    }
+    Ok(real)
+}
+
+/// A name no other process picks: this PID (which another PID namespace may share) and
+/// random bytes.
+fn temp_name(name: &str) -> String {
+    use std::io::Read;
+    let mut r = [0u8; 8];
+    let random = match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut r)) {
+        Ok(()) => u64::from_ne_bytes(r),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    };
+    format!(".{name}.{}.{random:016x}", std::process::id())
 }
 
 /// Whether `path` is a file of this user's, writable by nobody else, holding `bytes`.
@@ -271,51 +408,56 @@ fn write_embedded(libc: Libc) -> Result<PathBuf, String> {
         libc.name(),
         fnv64(bytes)
     );
-    let mut why = Vec::new();
-    for dir in cache_dirs() {
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            why.push(format!("{}: {e}", dir.display()));
-            continue;
-        }
-        // The folder is ours alone (made 0700 here, or checked): nobody else may swap the
-        // file between our check and the loader's open. Used by its real path, so a symlink
-        // on the way cannot be re-pointed after the check.
-        let Ok(dir) = dir.canonicalize() else {
-            why.push(format!("{}: cannot resolve", dir.display()));
-            continue;
+    let (dirs, mut why) = cache_dirs();
+    for dir in dirs {
+        // Used by its real path, so a symlink on the way cannot be re-pointed after the
+        // checks; the folder is writable by this user alone (and root), so nobody else may
+        // swap the file between our check and the loader's open.
+        let dir = match prepare_cache_dir(&dir, uid) {
+            Ok(d) => d,
+            Err(e) => {
+                why.push(e);
+                continue;
+            }
         };
-        if dir
-            .as_os_str()
-            .as_bytes()
-            .iter()
-            .any(|b| b" \t\n:".contains(b))
-        {
-            why.push(format!("{}: a blank or colon in the path", dir.display()));
-            continue;
-        }
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-        if let Some(bad) = crate::safe_dir::unsafe_because(&dir, uid) {
-            why.push(bad);
-            continue;
-        }
         let path = dir.join(&name);
         if is_our_copy(&path, bytes, uid) {
             return Ok(path);
         }
-        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        let mut tmp = None;
+        for _ in 0..8 {
+            let t = dir.join(temp_name(&name));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&t)
+            {
+                Ok(f) => {
+                    tmp = Some((t, f));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    why.push(format!("{}: {e}", t.display()));
+                    break;
+                }
+            }
+        }
+        let Some((tmp, mut file)) = tmp else {
+            continue;
+        };
+        // The file is made by this process (create_new): only it is removed on failure.
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::rename(&tmp, &path));
         match written {
             Ok(()) if is_our_copy(&path, bytes, uid) => return Ok(path),
             Ok(()) => why.push(format!("{}: not as written", path.display())),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                why.push(format!("{}: {e}", path.display()));
+                why.push(format!("{}: {e}", tmp.display()));
             }
         }
     }

@@ -203,7 +203,7 @@ struct RunArgs {
     #[arg(long, value_name = "LIST", value_parser = protocols_flag)]
     protocols: Option<OsString>,
     /// On EADDRINUSE, retry the bind for up to MS milliseconds (0-3600000) [REUSE_WAIT_MS]
-    #[arg(long, value_name = "MS", value_parser = wait_flag)]
+    #[arg(long, value_name = "MS", value_parser = wait_flag, allow_negative_numbers = true)]
     wait: Option<OsString>,
     /// On EADDRINUSE, stop a leftover listener of the same user and command [REUSE_TAKEOVER=1]
     #[arg(long)]

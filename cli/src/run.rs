@@ -272,7 +272,11 @@ fn library_warnings(
     wants: Option<lib_path::Libc>,
     overridden: bool,
 ) -> (Vec<String>, bool) {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = lib
+        .passed_over
+        .iter()
+        .map(|p| format!("not preloading {p}"))
+        .collect();
     let mut unloadable = false;
     let shown = lib.path.display();
     if let (Some(have), Some(want)) = (lib.libc, wants) {

@@ -41,6 +41,7 @@ impl Transport {
     }
 
     /// What an inet socket of this type and protocol is, as far as the library cares.
+    #[inline]
     pub fn classify(ty: SocketType, protocol: Protocol) -> Transport {
         match (ty, protocol) {
             (SocketType::Stream, Protocol::Default | Protocol::Tcp | Protocol::Mptcp) => {
@@ -113,6 +114,12 @@ pub fn decide(cfg: &Config, transport: Transport, port: u16) -> Decision {
     if let Err(why) = port_wanted(cfg, port) {
         return Decision::Leave(why);
     }
+    decide_for_wanted_port(cfg, transport)
+}
+
+/// As `decide`, for a port `port_wanted` has passed: what the transport gets.
+#[inline]
+pub fn decide_for_wanted_port(cfg: &Config, transport: Transport) -> Decision {
     let wanted = match transport {
         Transport::Tcp => cfg.protocols.tcp,
         Transport::Udp => cfg.protocols.udp,

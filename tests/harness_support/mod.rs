@@ -581,7 +581,7 @@ impl<'a> Chain<'a> {
     /// The harness kills it (SIGTERM on even cycles, SIGKILL on odd ones) and starts it again
     /// at once on the same port.
     fn harness_restart(&mut self, i: usize, workers: bool) {
-        let sig = if i % 2 == 0 {
+        let sig = if i.is_multiple_of(2) {
             libc::SIGTERM
         } else {
             libc::SIGKILL

@@ -1,0 +1,27 @@
+/* A program whose RUNPATH ($ORIGIN/libs, set by the test's link) names where its plugin is:
+ * `dlopen_runpath deep|plain PORT` loads "libplugin.so" by bare name, twice, with or without
+ * RTLD_DEEPBIND, and calls the plugin's deep_bind(PORT) (tests/c/deep.c) after each load.
+ * glibc searches the RUNPATH of dlopen's caller: this program. Prints one line per try. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int flags = RTLD_NOW | (strcmp(argv[1], "deep") == 0 ? RTLD_DEEPBIND : 0);
+    int port = atoi(argv[2]);
+    for (int i = 0; i < 2; i++) {
+        void *h = dlopen("libplugin.so", flags);
+        if (!h) {
+            printf("try %d: %s\n", i, dlerror());
+            continue;
+        }
+        int (*f)(int, int *, int *) = (int (*)(int, int *, int *))dlsym(h, "deep_bind");
+        int reuseaddr = 0, own_dup = 0;
+        int rc = f(port + i, &reuseaddr, &own_dup);
+        printf("try %d: rc=%d reuseaddr=%d\n", i, rc, reuseaddr);
+    }
+    return 0;
+}
