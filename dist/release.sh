@@ -4,7 +4,9 @@
 #   reuse-VERSION-x86_64-linux-gnu.tar.gz    bin/reuse (carries the glibc and the musl library),
 #   reuse-VERSION-x86_64-linux-musl.tar.gz   lib/libreuse.so (of the archive's C library), the
 #                                            man page, completions (bash, zsh, fish), licences;
-#                                            the musl command is a static executable
+#                                            the command is one static executable in both (it
+#                                            needs no C library: it runs on any glibc, however
+#                                            old, and on Alpine)
 #   reuse-VERSION-aarch64-apple-darwin.tar.gz, reuse-VERSION-x86_64-apple-darwin.tar.gz
 #                                            bin/reuse, lib/libreuse.dylib, the same documents
 #   reuse-restart_VERSION_amd64.deb          /usr/bin/reuse, /usr/lib/x86_64-linux-gnu/libreuse.so,
@@ -38,9 +40,10 @@ cargo build --release --locked -p reuse --target "$musl" --target-dir "$work/lib
 export REUSE_EMBED_GNU="$PWD/$work/lib/$gnu/release/libreuse.so"
 export REUSE_EMBED_MUSL="$PWD/$work/lib/$musl/release/libreuse.so"
 
-say "commands carrying both"
-cargo build --release --locked -p reuse-cli --target "$gnu" --target-dir "$work/cli-gnu"
-# A static musl command, so Alpine needs no libgcc_s for it: +crt-static for the command
+say "the command, carrying both"
+# A static musl command, so that no glibc is too old for it (a glibc build needs the glibc
+# it was linked against, 2.34 and more on a current system) and Alpine needs no libgcc_s
+# for it: +crt-static for the command
 # (the library keeps -crt-static from .cargo/config.toml; it was built above). A target
 # folder of its own, since other flags rebuild everything.
 # The C compiler links it with Rust's own musl start files and libc.a (musl-gcc's specs would
@@ -50,9 +53,10 @@ RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL
 
 docs="$work/docs"
 mkdir -p "$docs"
-"$work/cli-gnu/$gnu/release/reuse" man >"$docs/reuse.1"
+cli="$work/cli-musl/$musl/release/reuse"
+"$cli" man >"$docs/reuse.1"
 for sh in bash zsh fish; do
-  "$work/cli-gnu/$gnu/release/reuse" completions "$sh" >"$docs/reuse.$sh"
+  "$cli" completions "$sh" >"$docs/reuse.$sh"
 done
 
 # stage NAME BIN LIB LIBNAME: a tree of bin/, lib/ and share/ under $work/stage/NAME.
@@ -80,9 +84,9 @@ archive() {
   say "$out/$top.tar.gz"
 }
 
-stage x86_64-linux-gnu "$work/cli-gnu/$gnu/release/reuse" "$REUSE_EMBED_GNU" libreuse.so
+stage x86_64-linux-gnu "$cli" "$REUSE_EMBED_GNU" libreuse.so
 archive x86_64-linux-gnu
-stage x86_64-linux-musl "$work/cli-musl/$musl/release/reuse" "$REUSE_EMBED_MUSL" libreuse.so
+stage x86_64-linux-musl "$cli" "$REUSE_EMBED_MUSL" libreuse.so
 archive x86_64-linux-musl
 
 say "Debian package"
@@ -93,7 +97,7 @@ rm -rf "$deb"
 mkdir -p "$deb/DEBIAN" "$deb/usr/bin" "$deb/usr/lib/x86_64-linux-gnu" "$deb/usr/share/man/man1" \
   "$deb/usr/share/bash-completion/completions" "$deb/usr/share/zsh/vendor-completions" \
   "$deb/usr/share/fish/vendor_completions.d" "$deb/usr/share/doc/reuse-restart"
-install -m 0755 "$work/cli-gnu/$gnu/release/reuse" "$deb/usr/bin/reuse"
+install -m 0755 "$cli" "$deb/usr/bin/reuse"
 install -m 0644 "$REUSE_EMBED_GNU" "$deb/usr/lib/x86_64-linux-gnu/libreuse.so"
 gzip -9n <"$docs/reuse.1" >"$deb/usr/share/man/man1/reuse.1.gz"
 install -m 0644 "$docs/reuse.bash" "$deb/usr/share/bash-completion/completions/reuse"
@@ -115,7 +119,6 @@ Version: $version
 Architecture: amd64
 Maintainer: The reuse developers <reuse@localhost>
 Installed-Size: $size
-Depends: libc6 (>= 2.17)
 Conflicts: reuse
 Section: net
 Priority: optional

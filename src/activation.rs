@@ -8,9 +8,14 @@
 //! A passed socket stands in for the program's when it is of the same family and type, on
 //! the same port, at an address that overlaps the one asked (equal, or either a wildcard, as
 //! the kernel sees a conflict): the bind the kernel refused is exactly the bind the service
-//! manager's socket was made for. Each passed socket stands in once.
+//! manager's socket was made for. A passed socket stands in for one of the program's at a
+//! time: again once the program has closed the one it stood in for (a server that closes
+//! and binds again), never for two at once (a second bind of the same address is refused,
+//! as without a service manager). And only while its descriptor still holds the socket
+//! that was passed: a program that closed descriptor 3 and put a listener of its own there
+//! (a stale LISTEN_FDS inherited) keeps its own sockets apart.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use libc::c_int;
 use reuse_core::activation::{Activation, FIRST_FD};
@@ -21,8 +26,53 @@ use reuse_core::line::Write;
 
 use crate::{handover, report, sys};
 
-/// Passed sockets already standing in for one of the program's (bit n: FIRST_FD + n).
-static USED: AtomicU64 = AtomicU64::new(0);
+/// The most passed sockets looked after.
+const MAX: usize = 64;
+
+/// What each passed descriptor held at load: (device, inode) of the socket, 0 if none.
+static PASSED: [(AtomicU64, AtomicU64); MAX] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX];
+
+/// The program's descriptor each passed socket stands in for, plus one (0: none).
+static STANDING_IN: [AtomicI32; MAX] = [const { AtomicI32::new(0) }; MAX];
+
+/// Notes what the passed descriptors hold, at load (only when LISTEN_FDS is this
+/// process's): one fstat each.
+pub fn remember(count: u32) {
+    for (n, slot) in PASSED.iter().enumerate().take(count as usize) {
+        if let Some(id) = identity(FIRST_FD + n as c_int) {
+            slot.0.store(id.0, Ordering::Relaxed);
+            slot.1.store(id.1, Ordering::Relaxed);
+        }
+    }
+}
+
+// st_dev and st_ino are u64 on Linux but narrower or signed on macOS.
+#[allow(clippy::unnecessary_cast)]
+fn identity(fd: c_int) -> Option<(u64, u64)> {
+    let st = sys::fstat(fd)?;
+    (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Whether passed socket `n` is still at its descriptor, and free to stand in.
+fn available(n: usize, passed: c_int) -> bool {
+    let Some(slot) = PASSED.get(n) else {
+        return false;
+    };
+    let was = (
+        slot.0.load(Ordering::Relaxed),
+        slot.1.load(Ordering::Relaxed),
+    );
+    if was == (0, 0) || identity(passed) != Some(was) {
+        return false;
+    }
+    match STANDING_IN.get(n).map(|s| s.load(Ordering::Relaxed)) {
+        Some(0) => true,
+        // Free again once the program's descriptor no longer holds it.
+        Some(plus_one) => identity(plus_one - 1) != Some(was),
+        None => false,
+    }
+}
 
 fn int_option(fd: c_int, name: c_int) -> Option<c_int> {
     sys::getsockopt_int(fd, libc::SOL_SOCKET, name)
@@ -45,10 +95,9 @@ pub fn adopt(act: Activation, fd: c_int, ep: &Endpoint, transport: Transport) ->
         Transport::Udp => libc::SOCK_DGRAM,
         Transport::Other => return false,
     };
-    for n in 0..act.count.min(64) {
+    for n in 0..(act.count as usize).min(MAX) {
         let passed = FIRST_FD + n as c_int;
-        let bit = 1u64 << n;
-        if passed == fd || USED.load(Ordering::Relaxed) & bit != 0 {
+        if passed == fd || !available(n, passed) {
             continue;
         }
         if int_option(passed, libc::SO_TYPE) != Some(want_type)
@@ -63,11 +112,18 @@ pub fn adopt(act: Activation, fd: c_int, ep: &Endpoint, transport: Transport) ->
         if !overlaps(&at, ep) {
             continue;
         }
-        if USED.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        let Some(standing) = STANDING_IN.get(n) else {
+            continue;
+        };
+        let before = standing.load(Ordering::Relaxed);
+        if standing
+            .compare_exchange(before, fd + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
             continue; // another thread took it meanwhile
         }
         if !handover::install(passed, fd) {
-            USED.fetch_and(!bit, Ordering::Relaxed);
+            standing.store(before, Ordering::Relaxed);
             return false;
         }
         report::at(Level::Info, |l| {

@@ -68,7 +68,13 @@ fn with_cause(f: &Failed<'_>, write: impl FnOnce(&Cause<'_>)) {
             o.name()
         },
     });
-    write(&Cause::of(&summary, f.transport, f.had_addr, holder));
+    write(&Cause::of(
+        &summary,
+        f.transport,
+        f.had_addr,
+        holder,
+        crate::sys::getpid(),
+    ));
 }
 
 /// The bind failed with EADDRINUSE: wait, take over, explain. Returns the final result and

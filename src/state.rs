@@ -227,6 +227,7 @@ fn read_now(at_load: bool) -> Option<&'static Config> {
         let pid = crate::sys::getpid() as u32;
         if let Some(a) = activation::parse(listen_fds, listen_pid, pid) {
             ACTIVATION.store(a.count, Ordering::Relaxed);
+            crate::activation::remember(a.count);
         }
     }
     match config::read_into(cfg, |name| config::lookup(&found, name)) {

@@ -315,3 +315,85 @@ fn systemfd_then_reuse_hold_refuses_nothing_across_restarts() {
     assert_eq!(t.refused, 0, "{t:?}\n{err}");
     assert!(t.answered > 100, "{t:?}");
 }
+
+/// A program started with a socket passed at descriptor 3 (LISTEN_FDS=1, LISTEN_PID its
+/// own), running Python's `socket`: binds, closes and binds again three times, each bind
+/// answered with the passed socket (it once stood in only once: the second bind failed);
+/// and a second socket bound while the first is open is refused, as without activation.
+#[test]
+fn a_passed_socket_stands_in_again_after_the_program_closed_its_own() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let passed_inode = listener_inodes(port);
+    assert_eq!(passed_inode.len(), 1);
+    let script = format!(
+        "import os, socket\n\
+         for i in range(3):\n\
+         \x20   s = socket.socket()\n\
+         \x20   s.bind(('127.0.0.1', {port}))\n\
+         \x20   print('bound', os.fstat(s.fileno()).st_ino)\n\
+         \x20   t = socket.socket()\n\
+         \x20   try:\n\
+         \x20       t.bind(('127.0.0.1', {port}))\n\
+         \x20       print('second bound too')\n\
+         \x20   except OSError as e:\n\
+         \x20       print('second', e.errno)\n\
+         \x20   t.close()\n\
+         \x20   s.close()\n"
+    );
+    let mut c = command("sh", true);
+    c.arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" -c \"$1\"")
+        .arg(python())
+        .arg(&script)
+        .env("LISTEN_FDS", "1");
+    // SAFETY: dup2 and fcntl only, between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(&mut c, Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let want = format!("bound {}\nsecond 98\n", passed_inode[0]).repeat(3);
+    assert_eq!(text, want, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// LISTEN_FDS inherited by a program that closes descriptor 3 and makes a listener of its
+/// own there: a second bind of that address is refused, as without the library; the
+/// program's own listener never stands in for another of its sockets. (It once did: both
+/// descriptors shared one socket.)
+#[test]
+fn a_listener_the_program_put_at_descriptor_3_is_not_taken_for_a_passed_one() {
+    let port = free_port();
+    let script = format!(
+        "import os, socket\n\
+         try:\n\
+         \x20   os.close(3)\n\
+         except OSError:\n\
+         \x20   pass\n\
+         s = socket.socket()\n\
+         assert s.fileno() == 3, s.fileno()\n\
+         s.bind(('127.0.0.1', {port}))\n\
+         s.listen()\n\
+         t = socket.socket()\n\
+         try:\n\
+         \x20   t.bind(('127.0.0.1', {port}))\n\
+         \x20   print('bound twice')\n\
+         except OSError as e:\n\
+         \x20   print('refused', e.errno)\n"
+    );
+    let mut c = command(python(), true);
+    c.arg("-c").arg(&script).env("LISTEN_FDS", "1");
+    let out = run(&mut c, Duration::from_secs(20));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused 98",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

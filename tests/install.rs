@@ -367,16 +367,21 @@ fn the_release_archives_hold_the_command_the_library_and_the_documents() {
             "{name}: {text}"
         );
     }
-    // The musl command is static: no loader, so no libgcc_s (or anything) to find on Alpine.
-    let musl = dir.join(&format!("reuse-{}-x86_64-linux-musl/bin/reuse", version()));
-    let out = run(
-        Command::new("readelf").arg("-l").arg(&musl),
-        Duration::from_secs(10),
-    );
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("interpreter"),
-        "the musl command needs a loader"
-    );
+    // The command is static in both Linux archives: no loader, so no libgcc_s to find on
+    // Alpine, and no glibc too old for it (a glibc build needed GLIBC_2.34 while the
+    // package said 2.17).
+    for name in ["x86_64-linux-gnu", "x86_64-linux-musl"] {
+        let bin = dir.join(&format!("reuse-{}-{name}/bin/reuse", version()));
+        let out = run(
+            Command::new("readelf").arg("-l").arg(&bin),
+            Duration::from_secs(10),
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("interpreter"),
+            "{name}: the command needs a loader"
+        );
+        assert!(glibc_versions(&bin).is_empty(), "{name}: versioned imports");
+    }
 }
 
 /// The Alpine recipe (README, shims/Dockerfile.reuse): the musl archive's command and

@@ -227,3 +227,24 @@ fn a_library_on_a_path_with_a_blank_gives_way_to_the_carried_copy() {
     let owner = std::fs::metadata(&cache).map(|m| m.uid()).ok();
     assert!(owner.is_some(), "the carried copy went to the cache");
 }
+
+/// `reuse run` under an inherited `LD_PRELOAD` that names another copy of libreuse keeps
+/// one copy in the list it passes (two would act on every bind and say every line twice).
+#[test]
+fn another_copy_of_the_library_in_ld_preload_gives_way() {
+    let dir = TempDir::new("two-copies");
+    let old = dir.join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::copy(lib_path(), old.join("libreuse.so")).unwrap();
+    let o = run(
+        common::command(reuse_bin(), false)
+            .args(["run", "--", "sh", "-c", "echo $LD_PRELOAD"])
+            .env("LD_PRELOAD", old.join("libreuse.so"))
+            .env_remove("REUSE_LIB"),
+        T,
+    );
+    let list = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(list.matches("libreuse").count(), 1, "{list}");
+    assert!(!list.contains(old.to_str().unwrap()), "{list}");
+}

@@ -467,36 +467,34 @@ fn write_embedded(libc: Libc) -> Result<PathBuf, String> {
     Err(why.join("; "))
 }
 
-/// The preload list with `lib` first, keeping every entry already there. The loader
-/// splits LD_PRELOAD on colons and blanks, so both count as separators when looking for
-/// the library; the result uses colons, the one separator dyld also understands.
+/// The preload list with `lib` first, keeping every entry already there but another copy of
+/// libreuse (an inherited `LD_PRELOAD=libreuse.so`): two copies would each act on every
+/// bind and say every line twice. The loader splits LD_PRELOAD on colons and blanks, so
+/// both count as separators; the result uses colons, the one separator dyld also
+/// understands.
 pub fn prepend(existing: Option<&OsStr>, lib: &Path) -> std::ffi::OsString {
     let existing = existing.map(OsStr::as_bytes).unwrap_or_default();
     let same = |entry: &[u8]| {
         let e = Path::new(OsStr::from_bytes(entry));
         e == lib || e.canonicalize().is_ok_and(|c| c == lib)
     };
-    let present = existing
+    let another_copy = |entry: &[u8]| {
+        let file = entry.rsplit(|b| *b == b'/').next().unwrap_or(entry);
+        file.starts_with(b"libreuse") && !same(entry)
+    };
+    let entries: Vec<&[u8]> = existing
         .split(|b| *b == b':' || *b == b' ' || *b == b'\t')
         .filter(|e| !e.is_empty())
-        .any(same);
-    if present {
+        .collect();
+    if entries.iter().any(|e| same(e)) && !entries.iter().any(|e| another_copy(e)) {
         return OsStr::from_bytes(existing).to_os_string();
     }
     let mut v = lib.as_os_str().as_bytes().to_vec();
-    let rest = trim_separators(existing);
-    if !rest.is_empty() {
+    for e in entries.into_iter().filter(|e| !same(e) && !another_copy(e)) {
         v.push(b':');
-        v.extend_from_slice(rest);
+        v.extend_from_slice(e);
     }
     OsStr::from_bytes(&v).to_os_string()
-}
-
-fn trim_separators(s: &[u8]) -> &[u8] {
-    let sep = |b: &u8| matches!(b, b':' | b' ' | b'\t');
-    let start = s.iter().position(|b| !sep(b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !sep(b)).map_or(start, |e| e + 1);
-    s.get(start..end).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -510,7 +508,7 @@ mod tests {
         assert_eq!(prepend(Some("".as_ref()), lib), "/opt/r/libreuse.so");
         assert_eq!(
             prepend(Some("/x/a.so b.so".as_ref()), lib),
-            "/opt/r/libreuse.so:/x/a.so b.so"
+            "/opt/r/libreuse.so:/x/a.so:b.so"
         );
         assert_eq!(
             prepend(Some(":/x/a.so:".as_ref()), lib),
@@ -528,6 +526,22 @@ mod tests {
         ] {
             assert_eq!(prepend(Some(v.as_ref()), lib), v);
         }
+    }
+
+    #[test]
+    fn another_copy_of_the_library_gives_way() {
+        let lib = Path::new("/opt/r/libreuse.so");
+        assert_eq!(
+            prepend(Some("/old/libreuse.so:/x/a.so".as_ref()), lib),
+            "/opt/r/libreuse.so:/x/a.so"
+        );
+        assert_eq!(
+            prepend(
+                Some("/x/a.so /home/u/.cache/reuse/libreuse-0.1.0-glibc-00.so".as_ref()),
+                lib
+            ),
+            "/opt/r/libreuse.so:/x/a.so"
+        );
     }
 
     #[test]

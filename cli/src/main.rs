@@ -49,7 +49,9 @@ Reference:
       being refused. Signals sent to reuse go to COMMAND; reuse ends as COMMAND ended.
   reuse lib
       Prints the library's absolute path: REUSE_LIB if set (it must exist), else beside
-      the reuse executable, else in ../lib beside it. Exit status 1 if not found.
+      the reuse executable, else in ../lib beside it, else the copy reuse carries, written
+      once to a cache ($XDG_CACHE_HOME/reuse; for root /var/cache/reuse; ~/.cache/reuse;
+      $XDG_RUNTIME_DIR/reuse). Exit status 1 if not found.
   reuse doctor [--json] PORT...
       For each port, TCP over IPv4 and IPv6: live listeners with PID, program and user;
       TIME_WAIT sockets and when the last expires; then a verdict: free; free under reuse
@@ -124,7 +126,11 @@ enum Cmd {
     /// Print the absolute path of libreuse.so (for LD_PRELOAD=$(reuse lib) COMMAND)
     #[command(
         long_about = "Print the absolute path of the library: REUSE_LIB if set (it must exist), \
-                      else beside the reuse executable, else in ../lib beside it.\n\n\
+                      else beside the reuse executable, else in ../lib beside it (a file of \
+                      this user's or root's, in folders only they can write), else the copy \
+                      the command carries, written once to a cache: $XDG_CACHE_HOME/reuse, \
+                      for root /var/cache/reuse, ~/.cache/reuse, $XDG_RUNTIME_DIR/reuse (the \
+                      first that is safe; readable by all, writable by this user).\n\n\
                       Example: LD_PRELOAD=$(reuse lib) REUSE_PORTS=8000 ./server"
     )]
     Lib,

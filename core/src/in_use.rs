@@ -28,6 +28,11 @@ pub enum Cause<'a> {
         uid: u32,
         holder: Option<Holder<'a>>,
     },
+    /// The process that binds holds the port itself: a second bind of the same address, or
+    /// a socket its service manager passed (LISTEN_FDS) for another family or address.
+    ThisProcess {
+        transport: Transport,
+    },
     /// A `reuse run --hold` command holds the port's listening socket, for the servers it
     /// runs.
     HeldByReuse {
@@ -48,15 +53,20 @@ pub enum Cause<'a> {
 }
 
 impl<'a> Cause<'a> {
-    /// From the socket tables' summary of the port, and the first live holder found.
+    /// From the socket tables' summary of the port, and the first live holder found; `me`
+    /// is the PID of the process that binds.
     pub fn of(
         summary: &PortSummary,
         transport: Transport,
         applied_addr: bool,
         holder: Option<Holder<'a>>,
+        me: i32,
     ) -> Cause<'a> {
         if let Some(h) = holder.filter(|h| h.program == HOLD_COMMAND) {
             return Cause::HeldByReuse { pid: h.pid };
+        }
+        if holder.is_some_and(|h| h.pid == me) {
+            return Cause::ThisProcess { transport };
         }
         if let Some(&(_, uid)) = summary.listener_inodes().first() {
             return Cause::Live {
@@ -93,6 +103,11 @@ impl<'a> Cause<'a> {
             } => write!(
                 w,
                 "a live {} of uid {uid} (process not visible to this user) holds this port",
+                live_noun(transport)
+            ),
+            Cause::ThisProcess { transport } => write!(
+                w,
+                "this process itself already has a {} on this port (a second bind of the same address, or a socket its service manager passed in LISTEN_FDS for another address or family)",
                 live_noun(transport)
             ),
             Cause::HeldByReuse { pid } => write!(
@@ -265,6 +280,31 @@ pub fn parse_stat(text: &[u8]) -> Option<Stat> {
 }
 
 #[cfg(test)]
+mod self_tests {
+    use super::*;
+
+    #[test]
+    fn a_process_holding_the_port_itself_is_told_so_without_advice_to_stop_itself() {
+        let me = Holder {
+            pid: 7,
+            program: "node",
+        };
+        let c = Cause::of(&PortSummary::default(), Transport::Tcp, true, Some(me), 7);
+        assert_eq!(
+            c,
+            Cause::ThisProcess {
+                transport: Transport::Tcp
+            }
+        );
+        let mut s = crate::line::Line::new(7);
+        write_failure(&mut s, &Endpoint::V4([127, 0, 0, 1], 8000), &c, 0, false).unwrap();
+        let text = core::str::from_utf8(s.finish()).unwrap();
+        assert!(text.contains("this process itself"), "{text}");
+        assert!(!text.contains("stop it"), "{text}");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     extern crate std;
@@ -313,7 +353,7 @@ mod tests {
             time_wait_ticks: 5800,
             ..PortSummary::default()
         };
-        let c = Cause::of(&s, Transport::Tcp, true, None);
+        let c = Cause::of(&s, Transport::Tcp, true, None, 1);
         assert_eq!(
             c,
             Cause::TimeWaitFromPlainInstance {
@@ -322,10 +362,10 @@ mod tests {
             }
         );
         assert!(line(|w| c.write_what(w)).contains("without SO_REUSEADDR"));
-        let c = Cause::of(&s, Transport::Tcp, false, None);
+        let c = Cause::of(&s, Transport::Tcp, false, None, 1);
         assert!(line(|w| c.write_what(w)).contains("REUSE_OPTIONS has no addr"));
         assert_eq!(
-            Cause::of(&PortSummary::default(), Transport::Tcp, true, None),
+            Cause::of(&PortSummary::default(), Transport::Tcp, true, None, 1),
             Cause::Unknown
         );
     }
