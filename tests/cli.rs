@@ -355,7 +355,7 @@ fn static_program(dir: &TempDir) -> Option<PathBuf> {
             !common::in_ci(),
             "libc.a is required under CI=true: apt-get install libc6-dev"
         );
-        eprintln!("SKIP: no libc.a for a static build; install it with: apt-get install libc6-dev");
+        common::skip("no libc.a for a static build; install it with: apt-get install libc6-dev");
         return None;
     }
     let src = dir.write(
@@ -486,7 +486,7 @@ fn run_warns_about_setuid_setgid_and_file_capabilities() {
             .is_ok_and(|st| st.success())
     });
     if !granted {
-        eprintln!("SKIP: file capabilities: setcap missing or not permitted (apt-get install libcap2-bin; run as root)");
+        common::skip("file capabilities: setcap missing or not permitted (apt-get install libcap2-bin; run as root)");
         return;
     }
     let o = run(reuse().arg("run").arg("--").arg(&prog));
@@ -657,7 +657,7 @@ fn doctor_names_the_pid_and_program_of_a_live_listener() {
 #[test]
 fn doctor_sees_an_ipv6_only_listener() {
     if !has_ipv6() {
-        eprintln!("SKIP: no IPv6 on this host");
+        common::skip("no IPv6 on this host");
         return;
     }
     let port = common::free_port();

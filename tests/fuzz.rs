@@ -46,7 +46,7 @@ fn tools() -> Option<std::path::PathBuf> {
             !in_ci(),
             "the nightly toolchain is required under CI=true: {how}"
         );
-        eprintln!("SKIP: no nightly toolchain; {how}");
+        common::skip(&format!("no nightly toolchain; {how}"));
         return None;
     }
     Some(rustup)

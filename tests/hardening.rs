@@ -658,7 +658,9 @@ fn is_root() -> bool {
 fn require_root(what: &str) -> bool {
     if !is_root() {
         assert!(!in_ci(), "{what} needs root under CI=true");
-        eprintln!("SKIP: {what} needs root (it installs a setuid library and runs as nobody)");
+        common::skip(&format!(
+            "{what} needs root (it installs a setuid library and runs as nobody)"
+        ));
     }
     is_root()
 }

@@ -428,7 +428,7 @@ fn every_socket_of_a_dual_stack_nginx_is_held_across_10_restarts() {
     };
     if !has_ipv6() {
         assert!(!in_ci(), "CI needs IPv6 on loopback");
-        eprintln!("SKIP: no IPv6 on this host");
+        common::skip("no IPv6 on this host");
         return;
     }
     let dir = TempDir::new("nginx-dual");

@@ -68,7 +68,7 @@ fn old_glibc() -> Option<PathBuf> {
             !in_ci(),
             "glibc 2.31 is required under CI=true: .ci/install fetches it"
         );
-        eprintln!("SKIP: no glibc 2.31 in target/test-deps; run .ci/install");
+        common::skip("no glibc 2.31 in target/test-deps; run .ci/install");
         return None;
     }
     Some(dir)
@@ -90,7 +90,7 @@ fn zig() -> Option<PathBuf> {
             !in_ci(),
             "zig is required under CI=true: .ci/install (ziglang in .venv)"
         );
-        eprintln!("SKIP: no zig in .venv; run .ci/install");
+        common::skip("no zig in .venv; run .ci/install");
         return None;
     };
     Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
@@ -436,13 +436,13 @@ fn the_debian_package_installs_runs_and_removes_cleanly() {
     let Some(dist) = dist() else { return };
     if !is_root() {
         assert!(!in_ci(), "CI runs as root");
-        eprintln!("SKIP: installing a package needs root");
+        common::skip("installing a package needs root");
         return;
     }
     if Path::new("/usr/bin/reuse").exists()
         && !Path::new("/var/lib/dpkg/info/reuse-restart.list").exists()
     {
-        eprintln!("SKIP: another /usr/bin/reuse is installed (Debian's licensing tool?)");
+        common::skip("another /usr/bin/reuse is installed (Debian's licensing tool?)");
         assert!(!in_ci(), "CI has no other /usr/bin/reuse");
         return;
     }

@@ -600,7 +600,7 @@ fn mptcp_and_unspec_family_binds_get_the_options() {
     let (plain, _) = run_probe(false, &[], &["sock", "4", "mptcp", "127.0.0.1", &port]);
     if plain.starts_with("socket errno=") {
         assert!(!in_ci(), "MPTCP is needed under CI=true: {plain}");
-        eprintln!("SKIP: this kernel has no MPTCP ({plain})");
+        common::skip(&format!("this kernel has no MPTCP ({plain})"));
     } else {
         assert!(plain.contains("reuseaddr=0"), "{plain}");
         let (out, err) = run_probe(

@@ -25,7 +25,7 @@ fn musl_library() -> Option<PathBuf> {
             !in_ci(),
             "the {TARGET} target is required under CI=true: rustup target add {TARGET}"
         );
-        eprintln!("SKIP: rustup target add {TARGET}");
+        common::skip(&format!("rustup target add {TARGET}"));
         return None;
     }
     let target_dir = repo_root().join("target/musl-test");

@@ -338,7 +338,7 @@ fn glibc_too_old(
     (need > have).then(|| {
         format!(
             "{} needs GLIBC_{}.{}, which the program's glibc ({}) does not provide (its newest is GLIBC_{}.{}): \
-             its loader would refuse to start the program. Use a libreuse.so built for older systems: the release archives' needs none",
+             its loader would refuse to start the program. Use the libreuse.so of the release archives, which needs no particular glibc",
             lib.display(),
             need.0,
             need.1,

@@ -63,9 +63,35 @@ pub fn require(tool: &str, install: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         assert!(!in_ci(), "{tool} is required under CI=true: {install}");
-        eprintln!("SKIP: {tool} not found; install it with: {install}");
+        skip(&format!("{tool} not found; install it with: {install}"));
     }
     found
+}
+
+/// Says that a test is skipped and why, on stderr (shown by `cargo test -- --nocapture`)
+/// and in target/test-skips.log, one line per skip, which .ci/run counts in its closing
+/// line and clears before each run: no skip is silent. Under CI=true a skip is a failure.
+pub fn skip(why: &str) {
+    assert!(!in_ci(), "skipped under CI=true: {why}");
+    eprintln!("SKIP: {why}");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let bin = exe
+        .rsplit_once('-')
+        .map_or(exe.as_str(), |(b, _)| b)
+        .to_string();
+    let line = format!("{bin}::{test}: {why}\n");
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(target_dir().join("test-skips.log"))
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// The project's Python: the venv .ci/install makes (.venv, with tests/requirements.txt),
@@ -409,7 +435,7 @@ pub fn nodemon() -> Option<PathBuf> {
             !in_ci(),
             "nodemon is required under CI=true: .ci/install (npm ci in tests/node)"
         );
-        eprintln!("SKIP: nodemon missing; run .ci/install");
+        skip("nodemon missing; run .ci/install");
         return None;
     }
     Some(p)
@@ -475,7 +501,7 @@ pub fn is_root() -> bool {
 pub fn setpriv() -> Option<PathBuf> {
     if !is_root() {
         assert!(!in_ci(), "CI runs the tests as root");
-        eprintln!("SKIP: needs root (to run a process as a second uid)");
+        skip("needs root (to run a process as a second uid)");
         return None;
     }
     require("setpriv", "apt-get install util-linux")

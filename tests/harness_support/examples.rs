@@ -46,10 +46,10 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
             "{} is required under CI=true: {hint}",
             reuse.display()
         );
-        eprintln!(
-            "SKIP: {} is missing; build it with: {hint}",
+        common::skip(&format!(
+            "{} is missing; build it with: {hint}",
             reuse.display()
-        );
+        ));
         return None;
     }
     common::require("node", "apt-get install nodejs")?;
@@ -61,7 +61,9 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
             !common::in_ci(),
             "nodemon is required under CI=true: {hint}"
         );
-        eprintln!("SKIP: nodemon is not installed; install it with: {hint}");
+        common::skip(&format!(
+            "nodemon is not installed; install it with: {hint}"
+        ));
         return None;
     }
     Some((common::target_dir(), bin))

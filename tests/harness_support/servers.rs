@@ -56,7 +56,9 @@ fn python_dist(dist: &str) -> Option<String> {
         !common::in_ci(),
         "the Python package {dist} is required under CI=true: {PIP_HINT}"
     );
-    eprintln!("SKIP: the Python package {dist} is not installed; install it with: {PIP_HINT}");
+    common::skip(&format!(
+        "the Python package {dist} is not installed; install it with: {PIP_HINT}"
+    ));
     None
 }
 
@@ -78,7 +80,9 @@ fn nodemon() -> Option<PathBuf> {
         !common::in_ci(),
         "nodemon is required under CI=true: {hint}"
     );
-    eprintln!("SKIP: nodemon is not installed; install it with: {hint}");
+    common::skip(&format!(
+        "nodemon is not installed; install it with: {hint}"
+    ));
     None
 }
 
