@@ -12,8 +12,8 @@
 //!   loader runs itself.
 //! - `-z norelro`: RELRO would split the writable data into a page of its own, mapped and
 //!   then write-protected with one more mmap, one mprotect and one more fault. What it would
-//!   protect here (a GOT of ten entries) sits beside the resolved `socket`/`bind`
-//!   pointers, which must stay writable anyway. The host's own RELRO is untouched.
+//!   protect here (a few GOT entries of the library's own functions) sits beside the
+//!   resolved `socket`/`bind` pointers, which must stay writable anyway. The host's own RELRO is untouched.
 //! - one read-only-and-executable segment for code and constants (`-z noseparate-code` for
 //!   GNU ld; for lld, `--no-rosegment`, with `-z separate-loadable-segments` so the data
 //!   starts on a page of its own and fits in one). It costs the constants (about 3 kB) and

@@ -11,7 +11,8 @@
 //! own system calls. Every decision is a pure function of `reuse-core`.
 //!
 //! The library is `no_std` with `panic = "abort"`: no unwinder, no allocator, no libgcc_s,
-//! and about 55 kB, in two segments, to map into every process that inherits the environment.
+//! and no import: two segments to map into every process that inherits the environment, and
+//! nothing for the loader to look up.
 #![cfg_attr(not(test), no_std)]
 // What could abort a host, or a diagnosis in it: never outside tests.
 #![cfg_attr(
@@ -45,9 +46,10 @@ mod socket_kinds;
 mod state;
 mod sys;
 
-// On Linux x86_64 and aarch64 the library names no NEEDED library: it imports only a weak
-// `getauxval` and finds the rest itself (`next_symbol`), which saves every exec the loader's
-// NEEDED and version checks. Elsewhere it calls libc's functions by name, and names libc.
+// On Linux x86_64 and aarch64 the library names no NEEDED library and imports nothing: it
+// reads the auxiliary vector itself (`auxv`) and finds libc's functions on first use
+// (`next_symbol`), which saves every exec the loader's lookups, NEEDED and version checks.
+// Elsewhere it calls libc's functions by name, and names libc.
 #[cfg(all(
     target_os = "linux",
     not(any(target_arch = "x86_64", target_arch = "aarch64"))

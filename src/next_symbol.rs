@@ -5,8 +5,9 @@
 //! Why not import them, or call dlsym: every symbol a library imports is looked up by the
 //! loader at every exec, eagerly, about 650 instructions each, and naming libc as NEEDED
 //! adds some 2,300 more (mapping checks, version checks). The library names no NEEDED
-//! library and imports only `getauxval` (weak); everything else is found here, in one walk,
-//! from the constructor. (dlsym would also tie the library to glibc 2.34's libc or to libdl.)
+//! library and imports nothing; the functions it calls through are found here, each on its
+//! first use (a walk without a lock or an allocation, so a first call from a signal handler
+//! is fine). (dlsym would also tie the library to glibc 2.34's libc or to libdl.)
 //!
 //! The loaded objects are found as debuggers find them: the program's DT_DEBUG entry points
 //! at the loader's `r_debug`, whose `r_map` heads the list of `link_map`s in load order (the

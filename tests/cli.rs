@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{python, reuse_bin};
+use common::{python, reuse_bin, TempDir};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -33,35 +33,6 @@ fn stderr(o: &Output) -> String {
 
 fn lib() -> PathBuf {
     common::lib_path().canonicalize().unwrap()
-}
-
-/// A folder of this test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("reuse-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A TCP server that answers one HTTP line per connection and closes first (leaving
@@ -363,7 +334,7 @@ fn static_program(dir: &TempDir) -> Option<PathBuf> {
         "#include <stdio.h>\nint main(void) { puts(\"static ok\"); return 0; }\n",
         0o644,
     );
-    let out = dir.path("static-prog");
+    let out = dir.join("static-prog");
     let st = Command::new(cc)
         .arg("-static")
         .arg("-o")
@@ -430,7 +401,7 @@ fn run_warns_that_go_programs_bypass_libc() {
     let Some(cc) = common::require("cc", "apt-get install gcc") else {
         return;
     };
-    let prog = dir.path("fakego");
+    let prog = dir.join("fakego");
     let st = Command::new(cc)
         .arg("-o")
         .arg(&prog)
@@ -455,7 +426,7 @@ fn copy_of(tool: &str, dir: &TempDir, name: &str, mode: u32) -> PathBuf {
                 .find(|p| p.is_file())
         })
         .unwrap_or_else(|| panic!("{tool} not on PATH"));
-    let dst = dir.path(name);
+    let dst = dir.join(name);
     std::fs::copy(src, &dst).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).unwrap();
     dst
@@ -522,7 +493,7 @@ fn lib_prints_the_absolute_path_of_the_built_library() {
 #[test]
 fn lib_honours_reuse_lib_and_refuses_a_missing_one() {
     let dir = TempDir::new("reuse-lib");
-    let copy = dir.path("libreuse.so");
+    let copy = dir.join("libreuse.so");
     std::fs::copy(lib(), &copy).unwrap();
     let copy = copy.canonicalize().unwrap();
 
@@ -543,7 +514,7 @@ fn lib_honours_reuse_lib_and_refuses_a_missing_one() {
             .args(["run", "--", "sh", "-c", "echo $LD_PRELOAD"]));
     assert_eq!(stdout(&o).trim(), copy.to_str().unwrap());
 
-    let missing = dir.path("nope/libreuse.so");
+    let missing = dir.join("nope/libreuse.so");
     for args in [vec!["lib"], vec!["run", "--", "true"]] {
         let o = run(reuse().env("REUSE_LIB", &missing).args(&args));
         assert_eq!(o.status.code(), Some(1), "{args:?}");
@@ -554,12 +525,12 @@ fn lib_honours_reuse_lib_and_refuses_a_missing_one() {
 #[test]
 fn lib_is_found_beside_the_command_and_in_lib_next_to_it() {
     let dir = TempDir::new("layout");
-    std::fs::create_dir_all(dir.path("bin")).unwrap();
-    std::fs::create_dir_all(dir.path("lib")).unwrap();
-    let bin = dir.path("bin/reuse");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    let bin = dir.join("bin/reuse");
     std::fs::copy(reuse_bin(), &bin).unwrap();
 
-    let cache = dir.path("cache");
+    let cache = dir.join("cache");
     let lib_of = |bin: &Path| {
         let o = run(common::command(bin, false)
             .env("XDG_CACHE_HOME", &cache)
@@ -599,8 +570,8 @@ fn lib_is_found_beside_the_command_and_in_lib_next_to_it() {
     assert_eq!(file_mode & 0o777, 0o644, "the cached copy's mode");
     assert_eq!(lib_of(&bin), carried, "written once, found again");
 
-    std::fs::copy(lib(), dir.path("lib/libreuse.so")).unwrap();
-    let want = dir.path("lib/libreuse.so").canonicalize().unwrap();
+    std::fs::copy(lib(), dir.join("lib/libreuse.so")).unwrap();
+    let want = dir.join("lib/libreuse.so").canonicalize().unwrap();
     assert_eq!(
         lib_of(&bin),
         want,
@@ -608,8 +579,8 @@ fn lib_is_found_beside_the_command_and_in_lib_next_to_it() {
     );
 
     // Beside the command comes first.
-    std::fs::copy(lib(), dir.path("bin/libreuse.so")).unwrap();
-    let want = dir.path("bin/libreuse.so").canonicalize().unwrap();
+    std::fs::copy(lib(), dir.join("bin/libreuse.so")).unwrap();
+    let want = dir.join("bin/libreuse.so").canonicalize().unwrap();
     assert_eq!(lib_of(&bin), want);
 }
 
@@ -985,8 +956,8 @@ fn shim_systemd_drop_in_preloads_the_library() {
         "[Unit]\nDescription=demo\n\n[Service]\nExecStart=/bin/sleep 60\n",
         0o644,
     );
-    std::fs::create_dir_all(dir.path("reuse-demo.service.d")).unwrap();
-    std::fs::copy(&file, dir.path("reuse-demo.service.d/reuse.conf")).unwrap();
+    std::fs::create_dir_all(dir.join("reuse-demo.service.d")).unwrap();
+    std::fs::copy(&file, dir.join("reuse-demo.service.d/reuse.conf")).unwrap();
     let o = run(Command::new(analyze).arg("verify").arg(&unit));
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
@@ -1222,7 +1193,7 @@ fn run_says_up_front_what_cannot_work() {
         if cfg!(target_arch = "aarch64") && machine == 183 {
             continue;
         }
-        let p = dir.path(&format!("stub-{machine}"));
+        let p = dir.join(&format!("stub-{machine}"));
         elf_stub(&p, class, machine);
         let o = run(reuse().args(["run", "--"]).arg(&p));
         assert!(
@@ -1259,15 +1230,15 @@ fn run_says_up_front_what_cannot_work() {
         "unset",
         "nothing the loader would refuse is preloaded"
     );
-    std::fs::create_dir_all(dir.path("with space")).unwrap();
-    std::fs::copy(lib(), dir.path("with space/libreuse.so")).unwrap();
+    std::fs::create_dir_all(dir.join("with space")).unwrap();
+    std::fs::copy(lib(), dir.join("with space/libreuse.so")).unwrap();
     let o = run(reuse()
-        .env("REUSE_LIB", dir.path("with space/libreuse.so"))
+        .env("REUSE_LIB", dir.join("with space/libreuse.so"))
         .args(["run", "--", "sh", "-c", "echo ${LD_PRELOAD-unset}"]));
     assert!(stderr(&o).contains("blank or a colon"), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "unset");
     // A `#!` interpreter that is a FIFO: opening it to look inside would block forever.
-    let fifo = dir.path("fifo");
+    let fifo = dir.join("fifo");
     assert!(common::mkfifo(&fifo, 0o755));
     let script = dir.write("script", &format!("#!{}\n", fifo.display()), 0o755);
     let o = common::run(
@@ -1302,12 +1273,12 @@ fn shim_systemd_socket_unit_and_its_service_agree() {
     };
     let dir = TempDir::new("socket-unit");
     for f in ["reuse-app.socket", "reuse-app.service"] {
-        std::fs::copy(shims().join("systemd").join(f), dir.path(f)).unwrap();
+        std::fs::copy(shims().join("systemd").join(f), dir.join(f)).unwrap();
     }
     let o = run(Command::new(analyze)
         .arg("verify")
-        .arg(dir.path("reuse-app.socket"))
-        .arg(dir.path("reuse-app.service")));
+        .arg(dir.join("reuse-app.socket"))
+        .arg(dir.join("reuse-app.service")));
     let err = stderr(&o);
     // systemd-analyze checks the commands exist: /usr/bin/reuse and /srv/app may not here.
     let real = err

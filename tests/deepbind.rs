@@ -55,14 +55,11 @@ fn objects_loaded_with_rtld_deepbind_are_reached() {
 fn runpath_program(dir: &Path, old_rpath: bool) -> PathBuf {
     let libs = dir.join("libs");
     std::fs::create_dir_all(&libs).unwrap();
-    let ok = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(libs.join("libplugin.so"))
-        .arg(repo_root().join("tests/c/deep.c"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the plugin");
+    build_shared_from(
+        &repo_root().join("tests/c/deep.c"),
+        &libs.join("libplugin.so"),
+        &[],
+    );
     let program = dir.join(if old_rpath {
         "rpath-main"
     } else {
@@ -120,14 +117,7 @@ fn thread_libraries(dir: &Path, n: usize) {
         .map(|i| format!("int m{i}(int x) {{ return x + {i}; }}\n"))
         .collect();
     std::fs::write(dir.join("many.c"), many).unwrap();
-    let ok = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O0", "-o"])
-        .arg(dir.join("libmany.so"))
-        .arg(dir.join("many.c"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building libmany.so");
+    build_shared_from(&dir.join("many.c"), &dir.join("libmany.so"), &["-O0"]);
     let decls: String = (0..3000).map(|i| format!("int m{i}(int);\n")).collect();
     let calls: String = (0..3000).map(|i| format!("  s += m{i}(x);\n")).collect();
     let src = format!(
@@ -143,17 +133,20 @@ fn thread_libraries(dir: &Path, n: usize) {
          }}\n"
     );
     std::fs::write(dir.join("thread.c"), src).unwrap();
+    let search = format!("-L{}", dir.display());
     for i in 0..n {
-        let ok = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O0", "-o"])
-            .arg(dir.join(format!("libthread{i}.so")))
-            .arg(dir.join("thread.c"))
-            .arg(format!("-L{}", dir.display()))
-            .args(["-lmany", "-Wl,-z,now", "-Wl,-z,relro", "-Wl,-rpath,$ORIGIN"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building libthread{i}.so");
+        build_shared_from(
+            &dir.join("thread.c"),
+            &dir.join(format!("libthread{i}.so")),
+            &[
+                "-O0",
+                &search,
+                "-lmany",
+                "-Wl,-z,now",
+                "-Wl,-z,relro",
+                "-Wl,-rpath,$ORIGIN",
+            ],
+        );
     }
 }
 

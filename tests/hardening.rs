@@ -43,35 +43,6 @@ fn c_program(src: &'static str, name: &'static str) -> Option<PathBuf> {
     p
 }
 
-/// A folder of this test process's own, removed when the guard goes.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p =
-            std::env::temp_dir().join(format!("reuse-hardening-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -261,7 +232,7 @@ fn hostile_values_in_every_variable_leave_the_host_running_and_unchanged() {
 #[test]
 fn restart_cycles_of_a_legacy_server_never_fail() {
     let Some(p) = probe() else { return };
-    let cycles = env_number("REUSE_STRESS_CYCLES", 200);
+    let cycles = common::env_number("REUSE_STRESS_CYCLES", 1..=3600, 200);
     let port = free_port();
     let ps = port.to_string();
     let t0 = Instant::now();
@@ -330,7 +301,7 @@ fn sixty_four_threads_create_bind_and_close_for_the_set_time() {
     let Some(stress) = c_program("tests/c/stress.c", "stress") else {
         return;
     };
-    let seconds = env_number("REUSE_STRESS_SECONDS", 30);
+    let seconds = common::env_number("REUSE_STRESS_SECONDS", 1..=3600, 30);
     let base = free_block(64);
     let mut c = command(&stress, true);
     c.args(["stress", "64", &seconds.to_string(), &base.to_string()]);

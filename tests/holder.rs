@@ -34,19 +34,6 @@ fn bind_once(env: &[(&str, &str)], port: u16) -> (String, String, Duration) {
     )
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0); look at its state instead.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_holder_that_lets_go_is_waited_for() {
     if probe().is_none() {

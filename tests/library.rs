@@ -428,15 +428,7 @@ fn a_bind_before_the_librarys_constructor_is_handled() {
     if probe().is_none() {
         return;
     }
-    let early = std::env::temp_dir().join(format!("reuse-early-{}.so", std::process::id()));
-    let ok = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&early)
-        .arg(repo_root().join("tests/c/early_bind.c"))
-        .status()
-        .expect("cc")
-        .success();
-    assert!(ok);
+    let early = build_shared("tests/c/early_bind.c", "early_bind.so", &["-O1"]).unwrap();
     let port = free_port();
     // The loader runs the constructors of independent preloads last-loaded first.
     let mut c = command(probe().unwrap(), false);

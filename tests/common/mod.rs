@@ -453,10 +453,15 @@ pub fn probe() -> Option<PathBuf> {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A fresh folder (mode 0755), unique to this call even with the same tag.
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("reuse-test-{}-{tag}", std::process::id()));
+        static N: AtomicU16 = AtomicU16::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("reuse-test-{}-{n}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         TempDir(p)
     }
 
@@ -467,6 +472,64 @@ impl TempDir {
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// Writes `text` to `name` in the folder, with `mode`; its path.
+    pub fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+}
+
+/// Whether `pid` runs (a zombie, which still answers kill(0), does not).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s.rsplit(')').next().unwrap_or("").trim_start();
+        !state.starts_with('Z') && !state.starts_with('X')
+    })
+}
+
+/// The median of `v` (the mean of the middle two of an even count); None when empty.
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(s[n / 2]),
+        _ => Some((s[n / 2 - 1] + s[n / 2]) / 2.0),
+    }
+}
+
+/// A test's knob from the environment, a number from `range`, else `default` when unset;
+/// any other value fails the test, naming the variable.
+pub fn env_number(name: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => panic!(
+                "{name} must be a number from {} to {}, not {v:?}",
+                range.start(),
+                range.end()
+            ),
+        },
+        Err(_) => default,
+    }
+}
+
+/// A shared library built with cc from any C source (`-shared -fPIC` and `flags`), at `out`.
+pub fn build_shared_from(source: &Path, out: &Path, flags: &[&str]) {
+    let ok = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(out)
+        .arg(source)
+        .args(flags)
+        .status()
+        .expect("cc")
+        .success();
+    assert!(ok, "building {} failed", out.display());
 }
 
 impl Drop for TempDir {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, Proc};
+use crate::common::{self, alive, Proc, TempDir};
 
 pub mod examples;
 pub mod servers;
@@ -26,7 +26,7 @@ pub const HOST: &str = "127.0.0.1";
 /// Cold starts measured per server, each on a fresh port, with the library:
 /// REUSE_HARNESS_COLD_STARTS, default 5 (the overhead benchmark takes as many as restarts).
 pub fn cold_starts() -> usize {
-    count_from_env("REUSE_HARNESS_COLD_STARTS", 5)
+    common::env_number("REUSE_HARNESS_COLD_STARTS", 1..=1000, 5) as usize
 }
 /// Restart cycles for servers whose old listening socket outlives the killed process: each
 /// failing attempt costs the server's own bind retries, and the outcome does not vary.
@@ -42,25 +42,21 @@ pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const OUTLIVE_TIMEOUT: Duration = Duration::from_secs(8);
 /// A signalled server that has not exited by then is killed, and the test fails.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many test functions record a row; the last to finish prints the whole table.
-pub const ROW_TESTS: usize = 15;
+/// How many test functions record a row (each calls `restart_case` or `outliving_case` once,
+/// counted in tests/harness.rs itself); the last to finish prints the whole table.
+pub fn row_tests() -> usize {
+    include_str!("../harness.rs")
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("restart_case(") || l.starts_with("outliving_case("))
+        .count()
+}
 
 const LOG_CAP: usize = 1 << 20;
 
 /// N, the restart cycles per server: REUSE_HARNESS_CYCLES, default 20.
 pub fn cycles() -> usize {
-    count_from_env("REUSE_HARNESS_CYCLES", 20)
-}
-
-/// A count from 1 to 1000 in the variable `name`, or `default` when it is unset.
-fn count_from_env(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => panic!("{name} must be a number from 1 to 1000, not {v:?}"),
-        },
-        Err(_) => default,
-    }
+    common::env_number("REUSE_HARNESS_CYCLES", 1..=1000, 20) as usize
 }
 
 // ---------------------------------------------------------------------------------------
@@ -225,10 +221,6 @@ fn proc_stat(pid: i32) -> Option<(char, i32)> {
     Some((state, pgrp))
 }
 
-fn alive(pid: i32) -> bool {
-    matches!(proc_stat(pid), Some((s, _)) if s != 'Z' && s != 'X')
-}
-
 /// Polls until `pid` is gone (or a zombie); the moment it was seen gone.
 pub fn wait_gone(pid: i32, timeout: Duration) -> Option<Instant> {
     let t0 = Instant::now();
@@ -374,28 +366,6 @@ impl Spec {
             );
         }
         inst
-    }
-}
-
-/// A folder under the system's temp folder, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("reuse-harness-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -822,7 +792,7 @@ impl Drop for Finished {
     fn drop(&mut self) {
         let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
         t.finished += 1;
-        if t.finished == ROW_TESTS && !(t.restart.is_empty() && t.outliving.is_empty()) {
+        if t.finished == row_tests() && !(t.restart.is_empty() && t.outliving.is_empty()) {
             let text = t.render();
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "\n--- rapid-restart harness: all servers ---\n{text}");
@@ -930,16 +900,8 @@ pub fn restart_case(make: impl FnOnce() -> Option<Spec>) -> Option<Measured> {
 }
 
 pub fn median_of(v: &[Duration]) -> Option<Duration> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort();
-    Some(if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2
-    })
+    let secs: Vec<f64> = v.iter().map(Duration::as_secs_f64).collect();
+    common::median(&secs).map(Duration::from_secs_f64)
 }
 
 /// One outliving case: only the master is SIGKILLed; what the restart does, with and without

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Restart, Spec, TempDir, HOST};
+use super::{Restart, Spec, HOST};
 use crate::common;
+use crate::common::TempDir;
 
 const PIP_HINT: &str = "python3 -m pip install -r tests/requirements.txt (or run .ci/install)";
 
