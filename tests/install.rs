@@ -39,7 +39,7 @@ fn glibc_versions(lib: &Path) -> Vec<(u32, u32)> {
 /// The library imports no symbol version newer than GLIBC_2.17 (RHEL 7's glibc, the oldest
 /// a Rust toolchain still targets): it once needed dlsym@GLIBC_2.34, and every program on an
 /// older glibc refused to start with it in LD_PRELOAD. On x86_64 and aarch64 it imports no
-/// symbol at all (tests/hardening.rs checks that), so it names no version.
+/// symbol at all (tests/footprint.rs checks that), so it names no version.
 #[test]
 fn the_library_needs_no_glibc_newer_than_2_17() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {

@@ -7,10 +7,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reuse_core::proc_net;
@@ -590,4 +592,84 @@ pub fn wait_file(path: &Path, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// Each C program of the tests, built once per test process (None: no compiler, skipped).
+pub type Built = std::sync::Mutex<Vec<(&'static str, Option<PathBuf>)>>;
+
+pub fn c_program(src: &'static str, name: &'static str) -> Option<PathBuf> {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
+        return p.clone();
+    }
+    let p = build_c(src, name, "cc");
+    built.push((name, p.clone()));
+    p
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Reads one line from a child's stdout, waiting at most `timeout`. None on EOF or time out.
+pub fn read_line(out: &mut std::process::ChildStdout, timeout: Duration) -> Option<String> {
+    let t0 = Instant::now();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while t0.elapsed() < timeout {
+        let left = timeout.saturating_sub(t0.elapsed()).as_millis().max(1) as i32;
+        let mut p = libc::pollfd {
+            fd: out.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, left.min(1000)) } <= 0 {
+            continue;
+        }
+        match out.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => return Some(text(&line)),
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A process group started here, killed and reaped when dropped.
+pub struct Group(pub Child);
+
+impl Group {
+    pub fn start(cmd: &mut Command) -> Group {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        Group(cmd.spawn().expect("spawn"))
+    }
+
+    pub fn ready(&mut self, timeout: Duration) -> Option<String> {
+        read_line(self.0.stdout.as_mut().unwrap(), timeout)
+    }
+
+    /// SIGKILL to the group, reaped; what it wrote on stderr.
+    pub fn kill(&mut self) -> String {
+        kill(-(self.0.id() as i32), libc::SIGKILL);
+        let _ = self.0.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.kill();
+        }
+    }
 }
