@@ -231,3 +231,35 @@ fn every_reuse_command_in_the_documents_is_one_the_command_accepts() {
         "only {checked} reuse commands found in the documents"
     );
 }
+
+/// docs/DESIGN.md's layout names every file of the repository (git's list; the fuzz corpus
+/// and npm's lock file aside), so that it stays the map of the code.
+#[test]
+fn the_layout_names_every_file() {
+    let Some(git) = require("git", "apt-get install git") else {
+        return;
+    };
+    let out = run(
+        Command::new(git)
+            .arg("-C")
+            .arg(repo_root())
+            .args(["ls-files"]),
+        Duration::from_secs(20),
+    );
+    if !out.status.success() {
+        // Not a git checkout (an unpacked source archive): nothing to compare.
+        return;
+    }
+    let layout = std::fs::read_to_string(repo_root().join("docs/DESIGN.md")).unwrap();
+    let missing: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|f| {
+            !f.starts_with("fuzz/corpus/")
+                && !f.starts_with("fuzz/artifacts/")
+                && *f != "tests/node/package-lock.json"
+        })
+        .filter(|f| !layout.contains(*f))
+        .map(str::to_string)
+        .collect();
+    assert!(missing.is_empty(), "not in docs/DESIGN.md: {missing:?}");
+}
