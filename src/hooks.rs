@@ -9,7 +9,7 @@
 use libc::{c_int, sockaddr, socklen_t};
 use reuse_core::config::{Config, Hold, Level, Options};
 use reuse_core::decision::{self, Decision, LeaveReason, Plan, Transport};
-use reuse_core::endpoint::{self, BindAddress, Endpoint};
+use reuse_core::endpoint::{self, BindAddress};
 use reuse_core::hold_protocol::Request;
 
 use crate::{activation, addr_in_use, errno, handover, real, report, socket_kinds, state, sys};
@@ -208,32 +208,92 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
     rc
 }
 
-/// After a bind that succeeded at once: the options, for the TIME_WAIT and sharing to come.
+/// The port of the caller's address, read as `accepted_address` reads it (None where it
+/// gives None): all a successful bind's decision needs.
 ///
 /// # Safety
 /// As `accepted_address`.
+#[inline(always)]
+unsafe fn accepted_port(addr: *const sockaddr, len: socklen_t) -> Option<u16> {
+    let n = (len as usize).min(endpoint::DECODED_MAX);
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: as in accepted_address.
+    let bytes = unsafe { core::slice::from_raw_parts(addr.cast::<u8>(), n) };
+    endpoint::decode_port(bytes, handover::abi(), true)
+}
+
+/// After a bind that succeeded at once: the options, for the TIME_WAIT and sharing to come.
+/// The hot path: the port and the socket's kind decide; the address is decoded whole only
+/// for a line of log.
+///
+/// # Safety
+/// As `accepted_address`.
+#[inline(always)]
 unsafe fn bound(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) {
     // SAFETY: the caller's promise.
-    let Some(a) = (unsafe { accepted_address(addr, len) }) else {
+    let Some(port) = (unsafe { accepted_port(addr, len) }) else {
         return;
     };
-    let ep = a.endpoint;
     // Unlisted ports are decided before anything else is looked at: they pay one lookup.
-    if let Err(why) = decision::port_wanted(cfg, ep.port()) {
-        report::left(&ep, None, why);
+    if let Err(why) = decision::port_wanted(cfg, port) {
+        if report::logs(Level::Debug) {
+            // SAFETY: the caller's promise.
+            unsafe { log_left(addr, len, None, why) };
+        }
         return;
     }
     let Some(transport) = socket_kinds::transport(fd) else {
-        report::left(&ep, None, LeaveReason::NotTcpOrUdp);
+        if report::logs(Level::Debug) {
+            // SAFETY: the caller's promise.
+            unsafe { log_left(addr, len, None, LeaveReason::NotTcpOrUdp) };
+        }
         return;
     };
     // Hold mode was tried before the bind; here only the options are left to decide.
     match decision::decide_for_wanted_port(cfg, transport) {
         Decision::Apply(o) => {
-            apply(fd, &ep, &o);
-            report::applied(&ep, transport, &o);
+            // SAFETY: the caller's promise.
+            unsafe { apply(fd, &o, addr, len) };
+            if report::logs(Level::Info) {
+                // SAFETY: the caller's promise.
+                unsafe { log_applied(addr, len, transport, &o) };
+            }
         }
-        Decision::Leave(why) => report::left(&ep, Some(transport), why),
+        Decision::Leave(why) => {
+            if report::logs(Level::Debug) {
+                // SAFETY: the caller's promise.
+                unsafe { log_left(addr, len, Some(transport), why) };
+            }
+        }
+    }
+}
+
+/// # Safety
+/// As `accepted_address`.
+#[cold]
+#[inline(never)]
+unsafe fn log_left(
+    addr: *const sockaddr,
+    len: socklen_t,
+    transport: Option<Transport>,
+    why: LeaveReason,
+) {
+    // SAFETY: the caller's promise.
+    if let Some(a) = unsafe { accepted_address(addr, len) } {
+        report::left(&a.endpoint, transport, why);
+    }
+}
+
+/// # Safety
+/// As `accepted_address`.
+#[cold]
+#[inline(never)]
+unsafe fn log_applied(addr: *const sockaddr, len: socklen_t, transport: Transport, o: &Options) {
+    // SAFETY: the caller's promise.
+    if let Some(a) = unsafe { accepted_address(addr, len) } {
+        report::applied(&a.endpoint, transport, o);
     }
 }
 
@@ -287,7 +347,8 @@ unsafe fn refused(
     };
     let mut result = in_use;
     if options.relax_bind() || options.linger.is_some() {
-        apply(fd, &ep, &options);
+        // SAFETY: the caller's promise.
+        unsafe { apply(fd, &options, addr, len) };
         if options.relax_bind() {
             result = attempt();
         }
@@ -402,18 +463,23 @@ const LINGER_OPTION: (c_int, &str) = (libc::SO_LINGER, "SO_LINGER");
 const LINGER_OPTION: (c_int, &str) = (libc::SO_LINGER_SEC, "SO_LINGER_SEC");
 
 /// One setsockopt per option asked, the floor; a failure is reported and the bind goes on.
-#[inline]
-fn apply(fd: c_int, ep: &Endpoint, o: &Options) {
+///
+/// # Safety
+/// As `accepted_address` (the address is decoded only to report a failure).
+#[inline(always)]
+unsafe fn apply(fd: c_int, o: &Options, addr: *const sockaddr, len: socklen_t) {
     if o.addr {
         let e = set_int(fd, libc::SO_REUSEADDR, 1);
         if e != 0 {
-            report::option_failed(ep, "SO_REUSEADDR", e);
+            // SAFETY: the caller's promise.
+            unsafe { option_failed(addr, len, "SO_REUSEADDR", e) };
         }
     }
     if o.port {
         let e = set_int(fd, libc::SO_REUSEPORT, 1);
         if e != 0 {
-            report::option_failed(ep, "SO_REUSEPORT", e);
+            // SAFETY: the caller's promise.
+            unsafe { option_failed(addr, len, "SO_REUSEPORT", e) };
         }
     }
     if let Some(seconds) = o.linger {
@@ -423,8 +489,20 @@ fn apply(fd: c_int, ep: &Endpoint, o: &Options) {
         };
         let e = sys::set_option(fd, libc::SOL_SOCKET, LINGER_OPTION.0, &l);
         if e != 0 {
-            report::option_failed(ep, LINGER_OPTION.1, e);
+            // SAFETY: the caller's promise.
+            unsafe { option_failed(addr, len, LINGER_OPTION.1, e) };
         }
+    }
+}
+
+/// # Safety
+/// As `accepted_address`.
+#[cold]
+#[inline(never)]
+unsafe fn option_failed(addr: *const sockaddr, len: socklen_t, name: &str, errno: c_int) {
+    // SAFETY: the caller's promise.
+    if let Some(a) = unsafe { accepted_address(addr, len) } {
+        report::option_failed(&a.endpoint, name, errno);
     }
 }
 

@@ -157,7 +157,7 @@ pub fn copy(old: c_int, new: c_int) {
 
 /// The transport of an inet socket, from the table or, when it cannot tell, from the kernel.
 /// None: not an inet socket at all.
-#[inline]
+#[inline(always)]
 pub fn transport(fd: c_int) -> Option<Transport> {
     match slot(fd).map_or(UNKNOWN, |s| s.load(Ordering::Relaxed)) {
         TCP => Some(Transport::Tcp),
@@ -173,6 +173,7 @@ fn int_option(fd: c_int, name: c_int) -> Option<c_int> {
 }
 
 #[cold]
+#[inline(never)]
 fn ask_kernel(fd: c_int) -> Option<Transport> {
     let sock_type = int_option(fd, libc::SO_TYPE)?;
     #[cfg(not(target_vendor = "apple"))]
