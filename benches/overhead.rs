@@ -8,12 +8,9 @@
 //! strace (both stable whatever else the machine is doing), page faults from perf.
 //! REUSE_BENCH_ROUNDS (default 31) sets the rounds.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use reuse_testkit as common;
 // The restart harness's servers and measurements, run here one server at a time.
-#[path = "../tests/harness_support/mod.rs"]
-#[allow(dead_code)]
-mod harness_support;
+use reuse_testkit::harness as harness_support;
 
 use std::time::Duration;
 

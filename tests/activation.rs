@@ -4,7 +4,7 @@
 //! processes: systemd's own `systemd-socket-activate`, and a small supervisor of the test's
 //! own that passes a socket the way systemd does and restarts what dies (Restart=always).
 
-mod common;
+use reuse_testkit as common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! When a live socket holds the port: REUSE_WAIT_MS waits it out, REUSE_TAKEOVER stops an
 //! orphan of the same program, and the failure line names the holder.
 
-mod common;
+use reuse_testkit as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! The `reuse` command and the shims, as users run them: the built binary and library, real
 //! child processes, real ports on 127.0.0.1 and ::1.
 
-mod common;
+use reuse_testkit as common;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! 8 MB responses closed at once arrive whole by default; with linger=0 they are cut with a
 //! reset, as the docs warn.
 
-mod common;
+use reuse_testkit as common;
 
 use std::io::Read;
 use std::os::fd::FromRawFd;

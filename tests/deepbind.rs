@@ -2,7 +2,7 @@
 //! `dlopen` hook changes nothing else: the caller's RUNPATH is searched as without the
 //! library, and threads loading libraries at once do not crash.
 
-mod common;
+use reuse_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! that only read (`reuse lib`, `reuse doctor`, `--version`) are run as written. The
 //! examples' commands are run in full by the restart harness (tests/harness.rs).
 
-mod common;
+use reuse_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

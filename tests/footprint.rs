@@ -2,7 +2,7 @@
 //! no import), the system calls it adds (strace), and what its binary could read from the
 //! environment.
 
-mod common;
+use reuse_testkit as common;
 
 use std::path::Path;
 use std::process::Command;

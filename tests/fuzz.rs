@@ -7,7 +7,7 @@
 //! fail the test under CI=true and skip it elsewhere. The fuzz crate builds in fuzz/target,
 //! a target folder of its own, so it never waits on the lock this test's cargo holds.
 
-mod common;
+use reuse_testkit as common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -9,8 +9,7 @@
 //!
 //! REUSE_HARNESS_CYCLES sets the restart cycles per server (default 20).
 
-mod common;
-mod harness_support;
+use reuse_testkit::harness as harness_support;
 
 use harness_support::{outliving_case, restart_case, servers};
 

@@ -1,7 +1,7 @@
 //! Hold mode: `reuse run --hold PORT` keeps the listening socket across restarts, so a
 //! client that keeps asking while the server is killed and started again is never refused.
 
-mod common;
+use reuse_testkit as common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

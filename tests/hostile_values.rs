@@ -1,7 +1,7 @@
 //! Hostile values in every REUSE_* variable (empty, huge, control bytes, invalid UTF-8,
 //! separators only): the host keeps running unchanged and the library says one short line.
 
-mod common;
+use reuse_testkit as common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

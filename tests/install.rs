@@ -6,7 +6,7 @@
 //! installs: the musl and Apple rustup targets, musl-tools, Zig in the project's venv and
 //! cargo-zigbuild; locally a test skips without them, under CI=true it fails.
 
-mod common;
+use reuse_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

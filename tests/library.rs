@@ -1,7 +1,7 @@
 //! libreuse.so preloaded into real processes: restarts through TIME_WAIT, the options each
 //! configuration sets, what is never touched, errno, invalid configuration, threads.
 
-mod common;
+use reuse_testkit as common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! a program that drops root's privileges can still load; a cache several containers (PID
 //! namespaces) fill at once; an install path LD_PRELOAD cannot carry.
 
-mod common;
+use reuse_testkit as common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! valgrind memcheck of a program with the library preloaded: no error, no leak of the
 //! library's own.
 
-mod common;
+use reuse_testkit as common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! musl (Alpine): the library built for x86_64-unknown-linux-musl loads into a musl program
 //! and lets a legacy server built with musl-gcc restart through TIME_WAIT.
 
-mod common;
+use reuse_testkit as common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Secure execution (a setuid program run by an ordinary user gets no change) and the
 //! kernel's own-user rule for SO_REUSEPORT (no sharing with another user's listener).
 
-mod common;
+use reuse_testkit as common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -6,7 +6,7 @@
 //!   REUSE_STRESS_CYCLES=10000   restart cycles (default 200)
 //!   REUSE_STRESS_SECONDS=30     seconds of the 64-thread run (default 30)
 
-mod common;
+use reuse_testkit as common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

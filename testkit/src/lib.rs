@@ -1,9 +1,8 @@
-//! What every integration test needs: the freshly built library and command, free loopback
+//! reuse-testkit: what every integration test and the benchmark need: the freshly built library and command, free loopback
 //! ports, real child processes that are always reaped, and the kernel's socket table.
 //!
 //! The library under test is the one `cargo build --release` (or the profile the tests were
 //! built with) wrote next to the test binary's folder; nothing is mocked.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -394,7 +393,9 @@ pub fn leave_time_wait(host: &str, port: u16, n: usize) {
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // This crate lives in testkit/ of the repository.
+    let kit = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    kit.parent().map(Path::to_path_buf).unwrap_or(kit)
 }
 
 /// Builds a C file from the repo with cc into a temporary folder; None (skip) without cc.
@@ -673,3 +674,5 @@ impl Drop for Group {
         }
     }
 }
+
+pub mod harness;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, alive, Proc, TempDir};
+use crate::{self as common, alive, Proc, TempDir};
 
 pub mod examples;
 pub mod servers;
@@ -45,7 +45,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many test functions record a row (each calls `restart_case` or `outliving_case` once,
 /// counted in tests/harness.rs itself); the last to finish prints the whole table.
 pub fn row_tests() -> usize {
-    include_str!("../harness.rs")
+    include_str!("../../../tests/harness.rs")
         .lines()
         .map(str::trim_start)
         .filter(|l| l.starts_with("restart_case(") || l.starts_with("outliving_case("))

@@ -8,13 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{Restart, Spec, HOST};
-use crate::common;
-use crate::common::TempDir;
+use crate as common;
+use crate::TempDir;
 
 const PIP_HINT: &str = "python3 -m pip install -r tests/requirements.txt (or run .ci/install)";
 
 fn apps() -> PathBuf {
-    common::repo_root().join("tests/harness_support/apps")
+    common::repo_root().join("tests/apps")
 }
 
 fn examples() -> PathBuf {

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{change_until_gone, stop, wait_ready, Accept, Instance, HOST, START_TIMEOUT};
-use crate::common;
-use crate::common::TempDir;
+use crate as common;
+use crate::TempDir;
 
 /// The examples, each with the file nodemon watches there.
 const EXAMPLES: [(&str, &str, &str); 3] = [
