@@ -217,6 +217,20 @@ fn a_socket_moved_by_dup2_keeps_its_own_kind() {
     );
 }
 
+/// dup3() over an open TCP socket's number: the number now names the UDP socket, which the
+/// library leaves alone by default (the hook follows a dup3 that succeeded).
+#[test]
+fn a_socket_moved_by_dup3_keeps_its_own_kind() {
+    if probe().is_none() {
+        return;
+    }
+    let (out, _) = run_probe(true, &[], &["dup3", &free_port().to_string()]);
+    assert_eq!(
+        out, "rc=0 reuseaddr=0 reuseport=0 linger=0,0",
+        "a UDP socket got TCP's options"
+    );
+}
+
 #[test]
 fn a_socket_dup_ed_onto_a_number_freed_inside_libc_keeps_its_own_kind() {
     if probe().is_none() {

@@ -14,6 +14,7 @@
  *   probe dupstale PORT                a TCP socket dup()ed onto a number glibc freed inside
  *                                      fclose(), bound
  *   probe closed2 FILE PORT            close stderr, open FILE as descriptor 2, bind PORT
+ *   probe dup3 PORT                    a UDP socket dup3()ed over an open TCP socket, bound
  *   probe dup2 PORT                    a UDP socket dup2()ed over a closed TCP slot, bound
  *   probe listen 4 ADDR PORT           bind+listen and wait to be killed
  *   probe forkserve 4 ADDR PORT        bind+listen, fork a worker that serves on the same
@@ -266,6 +267,16 @@ static int do_dup2(int port) {
     return bind_loopback_and_print(tcp, port);
 }
 
+/* The same with dup3(): a UDP socket moved over a TCP socket's number (open, so dup3 closes
+ * it) with O_CLOEXEC: the library must see UDP there. */
+static int do_dup3(int port) {
+    int tcp = socket(AF_INET, SOCK_STREAM, 0);
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    if (dup3(udp, tcp, O_CLOEXEC) != tcp) { perror("dup3"); return 2; }
+    close(udp);
+    return bind_loopback_and_print(tcp, port);
+}
+
 /* A number freed behind libc's back (fclose of an fdopen()ed UDP socket closes it inside
  * glibc, not through close()) and taken again by dup() of a TCP socket: the library must
  * see TCP there. */
@@ -472,6 +483,7 @@ int main(int argc, char **argv) {
         return do_bigserve(atoi(argv[2]), argv[3], atoi(argv[4]), atol(argv[5]));
     if (argc >= 4 && strcmp(argv[1], "threads") == 0) return do_threads(atoi(argv[2]), atoi(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "dup2") == 0) return do_dup2(atoi(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "dup3") == 0) return do_dup3(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "dupstale") == 0) return do_dup_stale(atoi(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "closed2") == 0) return do_closed2(argv[2], atoi(argv[3]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");
