@@ -217,6 +217,18 @@ fn a_socket_moved_by_dup2_keeps_its_own_kind() {
     );
 }
 
+/// The process's very first socket(), bind() and close() made in a signal handler, before
+/// the library has found libc's functions (it does so on first use, with no lock and no
+/// allocation, so this is safe): the bind gets SO_REUSEADDR, errno is the handler's own.
+#[test]
+fn the_first_bind_of_a_process_may_come_from_a_signal_handler() {
+    if probe().is_none() {
+        return;
+    }
+    let (out, _) = run_probe(true, &[], &["sigfirst", &free_port().to_string()]);
+    assert_eq!(out, "rc=0 errno=4242 reuseaddr=1");
+}
+
 /// dup3() over an open TCP socket's number: the number now names the UDP socket, which the
 /// library leaves alone by default (the hook follows a dup3 that succeeded).
 #[test]

@@ -14,6 +14,7 @@
  *   probe dupstale PORT                a TCP socket dup()ed onto a number glibc freed inside
  *                                      fclose(), bound
  *   probe closed2 FILE PORT            close stderr, open FILE as descriptor 2, bind PORT
+ *   probe sigfirst PORT                the process's first socket+bind+close, in a signal handler
  *   probe dup3 PORT                    a UDP socket dup3()ed over an open TCP socket, bound
  *   probe dup2 PORT                    a UDP socket dup2()ed over a closed TCP slot, bound
  *   probe listen 4 ADDR PORT           bind+listen and wait to be killed
@@ -267,6 +268,34 @@ static int do_dup2(int port) {
     return bind_loopback_and_print(tcp, port);
 }
 
+/* The process's very first socket(), bind() and close() made inside a signal handler, before
+ * the library has looked up anything (it finds libc's functions on first use, without a lock
+ * or an allocation): the bind gets its option and errno comes back as the handler found it. */
+static volatile int first_rc = -2, first_errno = -2, first_reuseaddr = -2;
+static int first_port;
+static void first_in_handler(int sig) {
+    (void)sig;
+    errno = 4242;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    make_addr(4, "127.0.0.1", first_port, &ss, &len);
+    first_rc = bind(fd, (struct sockaddr *)&ss, len);
+    first_errno = errno;
+    first_reuseaddr = opt(fd, SO_REUSEADDR) != 0;
+    close(fd);
+}
+static int do_sigfirst(int port) {
+    first_port = port;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = first_in_handler;
+    sigaction(SIGUSR1, &sa, 0);
+    raise(SIGUSR1);
+    printf("rc=%d errno=%d reuseaddr=%d\n", first_rc, first_errno, first_reuseaddr);
+    return 0;
+}
+
 /* The same with dup3(): a UDP socket moved over a TCP socket's number (open, so dup3 closes
  * it) with O_CLOEXEC: the library must see UDP there. */
 static int do_dup3(int port) {
@@ -484,6 +513,7 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "threads") == 0) return do_threads(atoi(argv[2]), atoi(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "dup2") == 0) return do_dup2(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "dup3") == 0) return do_dup3(atoi(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "sigfirst") == 0) return do_sigfirst(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "dupstale") == 0) return do_dup_stale(atoi(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "closed2") == 0) return do_closed2(argv[2], atoi(argv[3]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");
