@@ -15,7 +15,7 @@
 //! that was passed: a program that closed descriptor 3 and put a listener of its own there
 //! (a stale LISTEN_FDS inherited) keeps its own sockets apart.
 
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libc::c_int;
 use reuse_core::activation::{Activation, FIRST_FD};
@@ -32,9 +32,6 @@ const MAX: usize = 64;
 /// What each passed descriptor held at load: (device, inode) of the socket, 0 if none.
 static PASSED: [(AtomicU64, AtomicU64); MAX] =
     [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX];
-
-/// The program's descriptor each passed socket stands in for, plus one (0: none).
-static STANDING_IN: [AtomicI32; MAX] = [const { AtomicI32::new(0) }; MAX];
 
 /// Notes what the passed descriptors hold, at load (only when LISTEN_FDS is this
 /// process's): one fstat each.
@@ -54,7 +51,9 @@ fn identity(fd: c_int) -> Option<(u64, u64)> {
     (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some((st.st_dev as u64, st.st_ino as u64))
 }
 
-/// Whether passed socket `n` is still at its descriptor, and free to stand in.
+/// Whether passed socket `n` is still at its descriptor, and free to stand in: no other
+/// descriptor of the program holds it (the one it stood in for was closed, wherever it was
+/// dup()ed to).
 fn available(n: usize, passed: c_int) -> bool {
     let Some(slot) = PASSED.get(n) else {
         return false;
@@ -63,16 +62,13 @@ fn available(n: usize, passed: c_int) -> bool {
         slot.0.load(Ordering::Relaxed),
         slot.1.load(Ordering::Relaxed),
     );
-    if was == (0, 0) || identity(passed) != Some(was) {
-        return false;
-    }
-    match STANDING_IN.get(n).map(|s| s.load(Ordering::Relaxed)) {
-        Some(0) => true,
-        // Free again once the program's descriptor no longer holds it.
-        Some(plus_one) => identity(plus_one - 1) != Some(was),
-        None => false,
-    }
+    was != (0, 0)
+        && identity(passed) == Some(was)
+        && !crate::procfs::socket_open_elsewhere(was.1, passed)
 }
+
+/// Two threads binding the same address at once take turns here.
+static ADOPTING: AtomicBool = AtomicBool::new(false);
 
 fn int_option(fd: c_int, name: c_int) -> Option<c_int> {
     sys::getsockopt_int(fd, libc::SOL_SOCKET, name)
@@ -112,18 +108,16 @@ pub fn adopt(act: Activation, fd: c_int, ep: &Endpoint, transport: Transport) ->
         if !overlaps(&at, ep) {
             continue;
         }
-        let Some(standing) = STANDING_IN.get(n) else {
-            continue;
-        };
-        let before = standing.load(Ordering::Relaxed);
-        if standing
-            .compare_exchange(before, fd + 1, Ordering::Relaxed, Ordering::Relaxed)
+        if ADOPTING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            continue; // another thread took it meanwhile
+            continue; // another thread is taking a passed socket right now
         }
-        if !handover::install(passed, fd) {
-            standing.store(before, Ordering::Relaxed);
+        // Looked at again with the turn held: another thread may have taken it meanwhile.
+        let installed = available(n, passed) && handover::install(passed, fd);
+        ADOPTING.store(false, Ordering::Release);
+        if !installed {
             return false;
         }
         report::at(Level::Info, |l| {

@@ -4,25 +4,30 @@
 //! dependencies (libc among them) before the global scope, where a preloaded library sits:
 //! PHP loads every extension so, and `socket_bind()` in a PHP daemon went straight to
 //! libc's `bind`. After such a `dlopen` returns, the import slots (GOT entries) of the
-//! object it returned and of that object's dependencies that name the hooked functions and
-//! hold libc's definition are pointed at the hooks, as the dynamic linker would have done
-//! without the flag. Nothing else they resolve changes: only imports of exactly these names
-//! (never a function an object defines itself), only slots holding the next definition
-//! (libc's) or a not-yet-bound lazy stub.
+//! object it returned that name the hooked functions and hold a definition after this
+//! library (libc's, or another interposer's) are pointed at the hooks, as the dynamic linker
+//! would have done without the flag. Nothing else changes: only imports of exactly these
+//! names (never a function the object or its own dependencies define), only slots holding
+//! such a definition or a not-yet-bound lazy stub.
 //!
-//! Only those objects: this `dlopen` has returned, so they are relocated and their RELRO is
-//! in place; an object another thread's `dlopen` is loading at this moment is not, and the
-//! loader may be writing its slots and setting its page protection (patching every loaded
-//! object once crashed two threads loading extensions at once). Two patchers take turns.
+//! Only that object: this `dlopen` has returned it, so it is relocated, its RELRO is in
+//! place, and it stays loaded (the program holds the reference) while it is patched;
+//! objects another thread's `dlopen` is loading, or `dlclose` unloading, at this moment are
+//! never touched (patching every loaded object once crashed two threads loading extensions
+//! at once; following the object's dependencies by name once read an unloaded one). The
+//! tables are read under the loader's lock (`dl_iterate_phdr`), and two patchers take
+//! turns. Not reached, then: an object the DEEPBIND object needs, which calls `bind` itself.
 //!
 //! The caller: glibc searches the RPATH/RUNPATH of the object that called `dlopen`, which
-//! for the real `dlopen` called from here is this library (it has none). Every plain
-//! `dlopen` is therefore a tail jump to the real one; a DEEPBIND one given by bare name
-//! that is not found so is tried again in each folder of the true caller's RUNPATH (else
-//! RPATH), `$ORIGIN` expanded, as glibc would have searched them.
+//! for the real `dlopen` called from here would be this library (it has none). Every plain
+//! `dlopen` is therefore a tail jump to the real one; a DEEPBIND one given by bare name is
+//! searched as glibc would for the true caller (an object of that name already loaded, the
+//! caller's RPATH, LD_LIBRARY_PATH, the caller's RUNPATH with `$ORIGIN` expanded, then the
+//! loader's cache and default folders), except in secure execution, where it is the plain
+//! call. (`$LIB` and `$PLATFORM` are not expanded.)
 //!
-//! Not reached: objects loaded with `dlmopen` into another namespace, which get a libc of
-//! their own.
+//! Not reached either: objects loaded with `dlmopen` into another namespace, which get a
+//! libc of their own.
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::mem::size_of;
@@ -50,7 +55,6 @@ struct Rela {
 }
 
 const DT_NULL: i64 = 0;
-const DT_NEEDED: i64 = 1;
 const DT_PLTRELSZ: i64 = 2;
 const DT_STRTAB: i64 = 5;
 const DT_SYMTAB: i64 = 6;
@@ -68,45 +72,43 @@ const SLOT_TYPES: [u32; 2] = [6, 7]; // R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT
 #[cfg(target_arch = "aarch64")]
 const SLOT_TYPES: [u32; 2] = [1025, 1026]; // R_AARCH64_GLOB_DAT, R_AARCH64_JUMP_SLOT
 
-/// The most objects one DEEPBIND dlopen's closure is followed to.
-const MAX_OBJECTS: usize = 64;
+/// The most definitions of one name kept (libc's, and an interposer's or two after this
+/// library).
+const MAX_DEFS: usize = 8;
 
-type Hooks = [(&'static [u8], usize, usize); 6];
+/// A hooked name: the hook, and the definitions after this library in load order (libc's,
+/// another interposer's), any of which an import slot of a DEEPBIND object may hold.
+struct Hook {
+    name: &'static [u8],
+    hook: usize,
+    defs: [usize; MAX_DEFS],
+    count: usize,
+}
 
-/// The hooked names, each with the hook and the definition it would otherwise reach.
+impl Hook {
+    fn replaceable(&self, now: usize) -> bool {
+        self.defs.iter().take(self.count).any(|&d| d == now)
+    }
+}
+
+type Hooks = [Hook; 6];
+
+/// The hooked names, each with its hook (definitions found later).
 fn hooks() -> Hooks {
     use crate::hooks::*;
+    let hook = |name: &'static [u8], hook: usize| Hook {
+        name,
+        hook,
+        defs: [0; MAX_DEFS],
+        count: 0,
+    };
     [
-        (
-            b"socket",
-            reuse_socket as *const () as usize,
-            real::socket() as usize,
-        ),
-        (
-            b"bind",
-            reuse_bind as *const () as usize,
-            real::bind() as usize,
-        ),
-        (
-            b"close",
-            reuse_close as *const () as usize,
-            real::close() as usize,
-        ),
-        (
-            b"dup",
-            reuse_dup as *const () as usize,
-            real::dup() as usize,
-        ),
-        (
-            b"dup2",
-            reuse_dup2 as *const () as usize,
-            real::dup2() as usize,
-        ),
-        (
-            b"dup3",
-            reuse_dup3 as *const () as usize,
-            real::dup3() as usize,
-        ),
+        hook(b"socket", reuse_socket as *const () as usize),
+        hook(b"bind", reuse_bind as *const () as usize),
+        hook(b"close", reuse_close as *const () as usize),
+        hook(b"dup", reuse_dup as *const () as usize),
+        hook(b"dup2", reuse_dup2 as *const () as usize),
+        hook(b"dup3", reuse_dup3 as *const () as usize),
     ]
 }
 
@@ -121,15 +123,17 @@ pub unsafe extern "C" fn dlopen_deep(
     let Some(real_dlopen) = real::dlopen() else {
         return core::ptr::null_mut();
     };
-    // SAFETY: the caller's arguments, as it gave them to dlopen().
-    let mut handle = unsafe { real_dlopen(file, flags) };
-    if handle.is_null() && flags & RTLD_DEEPBIND != 0 && !file.is_null() {
+    let bare = !file.is_null()
         // SAFETY: a file name the program passed, NUL-terminated as dlopen wants it.
+        && !unsafe { CStr::from_ptr(file) }.to_bytes().contains(&b'/');
+    let handle = if flags & RTLD_DEEPBIND != 0 && bare && !secure_execution() {
+        // SAFETY: as above.
         let name = unsafe { CStr::from_ptr(file) }.to_bytes();
-        if !name.contains(&b'/') {
-            handle = with_callers_paths(real_dlopen, name, flags, caller);
-        }
-    }
+        search_as_the_caller(real_dlopen, name, flags, caller)
+    } else {
+        // SAFETY: the caller's arguments, as it gave them to dlopen().
+        unsafe { real_dlopen(file, flags) }
+    };
     if !handle.is_null() && flags & RTLD_DEEPBIND != 0 && state::active().is_some() {
         let saved = crate::errno::get();
         reach(handle);
@@ -138,27 +142,63 @@ pub unsafe extern "C" fn dlopen_deep(
     handle
 }
 
-/// dlopen's search of the caller's RUNPATH (else RPATH) folders, for a bare name: the first
-/// folder that holds a loadable `name` wins.
-fn with_callers_paths(
+fn secure_execution() -> bool {
+    crate::auxv::get(libc::AT_SECURE) != Some(0)
+}
+
+/// dlopen of a bare name as glibc searches it for the true caller (this library's own call
+/// would search this library's RUNPATH, none): an object of that name already loaded; then
+/// the caller's RPATH (when it has no RUNPATH), LD_LIBRARY_PATH and the caller's RUNPATH,
+/// `$ORIGIN` expanded; then the loader's cache and default folders, by the plain call,
+/// whose error is the one dlerror() gives when nothing is found.
+fn search_as_the_caller(
     real_dlopen: real::DlopenFn,
     name: &[u8],
     flags: c_int,
     caller: usize,
 ) -> *mut c_void {
-    let mut found = core::ptr::null_mut();
-    let mut origin = [0u8; 1024];
-    let Some((dynamic, base, object_name)) = object_at(caller) else {
-        return found;
-    };
-    let origin_len = origin_of(object_name, &mut origin);
-    // SAFETY: the caller's object is loaded (its code is running): its dynamic section and
-    // string table are mapped.
-    let paths = unsafe { search_path(dynamic, base) };
-    let Some(paths) = paths else {
-        return found;
-    };
-    for dir in paths.split(|b| *b == b':').take(64) {
+    let mut c_name = [0u8; 4096];
+    if name.len() >= c_name.len() {
+        return core::ptr::null_mut();
+    }
+    for (d, s) in c_name.iter_mut().zip(name) {
+        *d = *s;
+    }
+    // SAFETY: c_name is NUL-terminated (zeroed past the name).
+    let loaded = unsafe { real_dlopen(c_name.as_ptr().cast(), flags | libc::RTLD_NOLOAD) };
+    if !loaded.is_null() {
+        return loaded;
+    }
+    if let Some((dynamic, base, object_name)) = object_at(caller) {
+        let mut origin = [0u8; 1024];
+        let origin_len = origin_of(object_name, caller, &mut origin);
+        let origin = origin.get(..origin_len).unwrap_or_default();
+        // SAFETY: the caller's object is loaded (its code is running): its dynamic section
+        // and string table are mapped.
+        let (runpath, rpath) = unsafe { search_paths(dynamic, base) };
+        let library_path = crate::state::library_path();
+        let lists: [Option<&[u8]>; 3] =
+            [rpath.filter(|_| runpath.is_none()), library_path, runpath];
+        for list in lists.into_iter().flatten() {
+            let found = try_folders(real_dlopen, list, origin, name, flags);
+            if !found.is_null() {
+                return found;
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { real_dlopen(c_name.as_ptr().cast(), flags) }
+}
+
+/// Tries `name` in each folder of a colon-separated list; the first that loads.
+fn try_folders(
+    real_dlopen: real::DlopenFn,
+    list: &[u8],
+    origin: &[u8],
+    name: &[u8],
+    flags: c_int,
+) -> *mut c_void {
+    for dir in list.split(|b| *b == b':').take(64) {
         let mut path = [0u8; 4096];
         let mut n = 0;
         let mut push = |bytes: &[u8]| {
@@ -174,7 +214,7 @@ fn with_callers_paths(
             .find_map(|tag| dir.strip_prefix(*tag));
         match expanded {
             Some(rest) => {
-                push(origin.get(..origin_len).unwrap_or_default());
+                push(origin);
                 push(rest);
             }
             None => push(dir),
@@ -188,39 +228,46 @@ fn with_callers_paths(
             continue;
         }
         // SAFETY: path is NUL-terminated (zeroed past n).
-        found = unsafe { real_dlopen(path.as_ptr().cast(), flags) };
+        let found = unsafe { real_dlopen(path.as_ptr().cast(), flags) };
         if !found.is_null() {
-            break;
+            return found;
         }
     }
-    found
+    core::ptr::null_mut()
 }
 
-/// The folder of a loaded object's file, into `out` (its length); the program's own from
-/// /proc/self/exe, since the loader names it "".
-fn origin_of(name: &[u8], out: &mut [u8]) -> usize {
+/// The folder of a loaded object's file, into `out` (its length). The program's own from
+/// /proc/self/exe (the loader names it ""), and one loaded by a relative path from the
+/// kernel's map of this process (glibc fixed `$ORIGIN` when it loaded it, whatever the
+/// current folder is now).
+fn origin_of(name: &[u8], caller: usize, out: &mut [u8]) -> usize {
     let n = if name.is_empty() {
         let got = sys::readlink(c"/proc/self/exe", out);
         if got <= 0 {
             return 0;
         }
         got as usize
-    } else {
+    } else if name.first() == Some(&b'/') {
         for (d, s) in out.iter_mut().zip(name) {
             *d = *s;
         }
         name.len().min(out.len())
+    } else {
+        crate::procfs::mapped_file(caller, out)
     };
     out.get(..n)
         .and_then(|p| p.iter().rposition(|b| *b == b'/'))
         .unwrap_or(0)
 }
 
-/// The RUNPATH string of an object, else its RPATH.
+/// The RUNPATH and RPATH strings of an object.
 ///
 /// # Safety
 /// `dynamic` is a loaded object's mapped dynamic section, `base` its load address.
-unsafe fn search_path(dynamic: *const Dyn, base: usize) -> Option<&'static [u8]> {
+unsafe fn search_paths(
+    dynamic: *const Dyn,
+    base: usize,
+) -> (Option<&'static [u8]>, Option<&'static [u8]>) {
     let (mut strtab, mut runpath, mut rpath) = (0usize, None, None);
     let mut d = dynamic;
     for _ in 0..4096 {
@@ -236,12 +283,12 @@ unsafe fn search_path(dynamic: *const Dyn, base: usize) -> Option<&'static [u8]>
         // SAFETY: as above.
         d = unsafe { d.add(1) };
     }
-    let at = runpath.or(rpath)?;
     if strtab == 0 {
-        return None;
+        return (None, None);
     }
-    // SAFETY: an offset into the object's string table, where a NUL-terminated string sits.
-    Some(unsafe { CStr::from_ptr((strtab + at) as *const c_char) }.to_bytes())
+    // SAFETY: offsets into the object's string table, where NUL-terminated strings sit.
+    let string = |at: usize| unsafe { CStr::from_ptr((strtab + at) as *const c_char) }.to_bytes();
+    (runpath.map(string), rpath.map(string))
 }
 
 /// An address from a dynamic section: glibc has already added the load address to most of
@@ -255,21 +302,38 @@ fn address(d_ptr: u64, base: usize) -> usize {
     }
 }
 
-type IterateFn = unsafe extern "C" fn(
-    unsafe extern "C" fn(*mut libc::dl_phdr_info, usize, *mut c_void) -> c_int,
-    *mut c_void,
-) -> c_int;
+type Callback = unsafe extern "C" fn(*mut libc::dl_phdr_info, usize, *mut c_void) -> c_int;
+type IterateFn = unsafe extern "C" fn(Callback, *mut c_void) -> c_int;
 
-/// libc's dl_iterate_phdr, looked up on first use (only DEEPBIND dlopens need it).
-fn iterate(
-    callback: unsafe extern "C" fn(*mut libc::dl_phdr_info, usize, *mut c_void) -> c_int,
-    data: *mut c_void,
-) {
+/// libc's dl_iterate_phdr, looked up on first use (only DEEPBIND dlopens need it). It holds
+/// the loader's lock while it calls back: no object it shows is unmapped meanwhile.
+fn iterate(callback: Callback, data: *mut c_void) {
     let p = next_symbol::next(&Name::new(b"dl_iterate_phdr"));
     if p != 0 {
         // SAFETY: p is libc's dl_iterate_phdr; the callbacks given read only the objects'
         // own headers and tables.
         unsafe { core::mem::transmute::<usize, IterateFn>(p)(callback, data) };
+    }
+}
+
+/// The name and program headers of a loaded object, from dl_iterate_phdr's report.
+///
+/// # Safety
+/// `info` is what dl_iterate_phdr passed.
+unsafe fn object_of<'a>(info: *mut libc::dl_phdr_info) -> Option<(&'a [u8], &'a [Phdr], usize)> {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let info = &*info;
+        if info.dlpi_phdr.is_null() {
+            return None;
+        }
+        let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        let name = if info.dlpi_name.is_null() {
+            &b""[..]
+        } else {
+            CStr::from_ptr(info.dlpi_name).to_bytes()
+        };
+        Some((name, phdrs, info.dlpi_addr as usize))
     }
 }
 
@@ -287,20 +351,12 @@ fn object_at(addr: usize) -> Option<(*const Dyn, usize, &'static [u8])> {
         // SAFETY: dl_iterate_phdr passes a valid info, and data is the Find lent to it.
         unsafe {
             let f = &mut *(data as *mut Find);
-            let info = &*info;
-            if info.dlpi_phdr.is_null() {
+            let Some((name, phdrs, base)) = object_of(info) else {
                 return 0;
-            }
-            let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-            let base = info.dlpi_addr as usize;
+            };
             if !contains(phdrs, base, f.addr) {
                 return 0;
             }
-            let name = if info.dlpi_name.is_null() {
-                &b""[..]
-            } else {
-                CStr::from_ptr(info.dlpi_name).to_bytes()
-            };
             if let Some(d) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) {
                 f.found = Some(((base + d.p_vaddr as usize) as *const Dyn, base, name));
             }
@@ -316,12 +372,14 @@ fn object_at(addr: usize) -> Option<(*const Dyn, usize, &'static [u8])> {
 /// read-only under each other's write.
 static PATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Points the hooked imports of the object `handle` names and of its dependencies (but
-/// libc, the dynamic linker and this library) at the hooks. Idempotent: a slot already
-/// right is not touched.
+/// Points the hooked imports of the object `handle` names at the hooks, where they hold a
+/// definition after this library (libc's, or another interposer's). Only that object: this
+/// dlopen returned it, so it is relocated, its RELRO in place, and it stays loaded while
+/// this call lasts (the program holds the reference). Idempotent: a slot already right is
+/// not touched.
 fn reach(handle: *mut c_void) {
-    let mut objects = [0usize; MAX_OBJECTS];
-    let n = closure(handle as *const LinkMap, &mut objects);
+    // SAFETY: glibc's dlopen handle is the object's link_map, whose first fields are public.
+    let base = unsafe { (*(handle as *const LinkMap)).l_addr };
     let mut turns = 0u32;
     while PATCHING
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -335,140 +393,78 @@ fn reach(handle: *mut c_void) {
     }
     let mut job = Job {
         hooks: hooks(),
-        objects: objects.get(..n).unwrap_or_default(),
+        target: base,
+        after_me: false,
     };
-    iterate(visit, (&mut job as *mut Job<'_>).cast());
+    // First the definitions after this library, then the object: both under the loader's
+    // lock, so no object is unmapped while its tables are read.
+    iterate(find_definitions, (&mut job as *mut Job).cast());
+    iterate(patch_target, (&mut job as *mut Job).cast());
     PATCHING.store(false, Ordering::Release);
 }
 
-struct Job<'a> {
+struct Job {
     hooks: Hooks,
-    /// The load addresses of the objects to patch.
-    objects: &'a [usize],
+    /// The load address of the object to patch.
+    target: usize,
+    after_me: bool,
 }
 
-/// The object glibc's `handle` is (a `link_map`) and every object it needs, transitively,
-/// as load addresses; how many.
-fn closure(handle: *const LinkMap, out: &mut [usize; MAX_OBJECTS]) -> usize {
-    let mut maps = [core::ptr::null::<LinkMap>(); MAX_OBJECTS];
-    let mut n = 0;
-    if let Some(first) = maps.first_mut() {
-        *first = handle;
-        n = 1;
-    }
-    let mut i = 0;
-    while i < n {
-        let Some(&m) = maps.get(i) else { break };
-        i += 1;
-        // SAFETY: m is the handle dlopen returned, or an object found in the loader's list
-        // by the name one of them needs: both loaded, relocated, mapped.
-        let lm = unsafe { &*m };
-        if lm.l_ld.is_null() {
-            continue;
-        }
-        // SAFETY: as above.
-        unsafe {
-            for_each_needed(lm.l_ld as *const Dyn, lm.l_addr, |needed| {
-                let Some(dep) = loaded_named(needed) else {
-                    return;
-                };
-                if !maps.get(..n).unwrap_or_default().contains(&dep) {
-                    if let Some(slot) = maps.get_mut(n) {
-                        *slot = dep;
-                        n += 1;
-                    }
-                }
-            })
+unsafe extern "C" fn find_definitions(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: dl_iterate_phdr passes a valid info for a loaded, listed object (mapped while
+    // its lock is held), and data is the Job reach() lent it.
+    unsafe {
+        let job = &mut *(data as *mut Job);
+        let Some((_, phdrs, base)) = object_of(info) else {
+            return 0;
         };
-    }
-    for (o, m) in out.iter_mut().zip(maps.iter().take(n)) {
-        // SAFETY: as above.
-        *o = unsafe { (**m).l_addr };
-    }
-    n
-}
-
-/// Calls `f` with each DT_NEEDED name of an object.
-///
-/// # Safety
-/// `dynamic` is a loaded, relocated object's dynamic section; `base` its load address.
-unsafe fn for_each_needed(dynamic: *const Dyn, base: usize, mut f: impl FnMut(&[u8])) {
-    let mut strtab = 0usize;
-    let mut d = dynamic;
-    for _ in 0..4096 {
-        // SAFETY: within the section, which ends in DT_NULL (the caller's promise).
-        let e = unsafe { &*d };
-        if e.d_tag == DT_NULL {
-            break;
+        if contains(phdrs, base, crate::hooks::reuse_bind as *const () as usize) {
+            job.after_me = true;
+            return 0;
         }
-        if e.d_tag == DT_STRTAB {
-            strtab = address(e.d_un, base);
+        if !job.after_me {
+            return 0;
         }
-        // SAFETY: as above.
-        d = unsafe { d.add(1) };
-    }
-    if strtab == 0 {
-        return;
-    }
-    let mut d = dynamic;
-    for _ in 0..4096 {
-        // SAFETY: as above.
-        let e = unsafe { &*d };
-        if e.d_tag == DT_NULL {
-            break;
+        let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) else {
+            return 0;
+        };
+        let Some(table) =
+            next_symbol::Table::read((base + dynamic.p_vaddr as usize) as *const _, base)
+        else {
+            return 0;
+        };
+        for h in job.hooks.iter_mut() {
+            let def = table.lookup(&Name::new(h.name));
+            if def != 0 && h.count < MAX_DEFS {
+                if let Some(slot) = h.defs.get_mut(h.count) {
+                    *slot = def;
+                    h.count += 1;
+                }
+            }
         }
-        if e.d_tag == DT_NEEDED {
-            // SAFETY: an offset into the string table, where a NUL-terminated name sits.
-            f(unsafe { CStr::from_ptr((strtab + e.d_un as usize) as *const c_char) }.to_bytes());
-        }
-        // SAFETY: as above.
-        d = unsafe { d.add(1) };
+        0
     }
 }
 
-/// The loaded object whose file name is `needed` (a NEEDED entry names the file).
-fn loaded_named(needed: &[u8]) -> Option<*const LinkMap> {
-    let mut found = None;
-    next_symbol::for_each_object(|lm| {
-        if lm.l_name.is_null() {
-            return true;
-        }
-        // SAFETY: the loader sets an object's name before it puts the object in the list.
-        let name = unsafe { CStr::from_ptr(lm.l_name) }.to_bytes();
-        let file = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
-        if file == needed && !skipped(file) {
-            found = Some(lm as *const LinkMap);
-            return false;
-        }
-        true
-    });
-    found
-}
-
-unsafe extern "C" fn visit(
+unsafe extern "C" fn patch_target(
     info: *mut libc::dl_phdr_info,
     _size: usize,
     data: *mut c_void,
 ) -> c_int {
     // SAFETY: dl_iterate_phdr passes a valid info for a loaded object, and data is the Job
-    // reach() lent it for this walk. Only the objects of the job (loaded, relocated) are
-    // read past their info.
+    // reach() lent it. Only the job's object (loaded, relocated) is read past its info.
     unsafe {
-        let job = &*(data as *const Job<'_>);
-        let info = &*info;
-        let base = info.dlpi_addr as usize;
-        if !job.objects.contains(&base) || info.dlpi_phdr.is_null() {
+        let job = &*(data as *const Job);
+        let Some((name, phdrs, base)) = object_of(info) else {
             return 0;
-        }
-        let name = if info.dlpi_name.is_null() {
-            &b""[..]
-        } else {
-            CStr::from_ptr(info.dlpi_name).to_bytes()
         };
-        if skipped(name) {
+        if base != job.target || skipped(name) {
             return 0;
         }
-        let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
         if contains(phdrs, base, crate::hooks::reuse_bind as *const () as usize) {
             return 0; // this library
         }
@@ -481,7 +477,7 @@ unsafe extern "C" fn visit(
         });
         let obj = Object { phdrs, base, relro };
         obj.patch((base + dynamic.p_vaddr as usize) as *const Dyn, &job.hooks);
-        0
+        1
     }
 }
 
@@ -554,13 +550,17 @@ impl Object<'_> {
                     }
                     let name =
                         CStr::from_ptr((strtab + sym.st_name as usize) as *const c_char).to_bytes();
-                    let Some(&(_, hook, next)) = hooks.iter().find(|(n, _, _)| *n == name) else {
+                    let Some(h) = hooks.iter().find(|h| h.name == name) else {
                         continue;
                     };
+                    let hook = h.hook;
                     let slot = (self.base + r.r_offset as usize) as *mut usize;
                     let now = core::ptr::read_volatile(slot);
                     // Only libc's definition, or a lazy stub of the object itself, is replaced.
-                    if now == hook || (now != next && !contains(self.phdrs, self.base, now)) {
+                    // A definition after this library (libc's, an interposer's), or a lazy
+                    // stub of the object itself; never a definition of its own dependencies.
+                    if now == hook || !(h.replaceable(now) || contains(self.phdrs, self.base, now))
+                    {
                         continue;
                     }
                     self.write(slot, hook);

@@ -164,9 +164,14 @@ fn loader_table() -> Option<Table> {
     unsafe { Table::read(dynamic, base) }
 }
 
-/// The loader's dynamic section and load address, from the ELF header at AT_BASE.
+/// The loader's dynamic section and load address, from the ELF header at AT_BASE; or, when
+/// the loader was run as the program (`ld.so ./prog`: AT_BASE 0, AT_PHDR its own headers),
+/// from the ELF header on the page of AT_PHDR, if that object names no interpreter.
 fn loader_dynamic() -> Option<(*const Dyn, usize)> {
-    let base = crate::auxv::get(libc::AT_BASE).filter(|&b| b != 0)?;
+    let base = match crate::auxv::get(libc::AT_BASE)? {
+        0 => loader_run_as_program()?,
+        b => b,
+    };
     // SAFETY: the kernel mapped the loader's ELF header at AT_BASE, and its program headers
     // with it.
     unsafe {
@@ -181,6 +186,34 @@ fn loader_dynamic() -> Option<(*const Dyn, usize)> {
         let dynamic = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
         Some(((base + dynamic.p_vaddr as usize) as *const Dyn, base))
     }
+}
+
+/// The load address of the program the kernel ran, when that program is a loader (no
+/// PT_INTERP): its ELF header sits at the start of the page of its program headers.
+fn loader_run_as_program() -> Option<usize> {
+    const PT_INTERP: u32 = 3;
+    let (phdr, phnum) = (
+        crate::auxv::get(libc::AT_PHDR)?,
+        crate::auxv::get(libc::AT_PHNUM)?,
+    );
+    let page = crate::auxv::get(libc::AT_PAGESZ)
+        .filter(|&p| p != 0)
+        .unwrap_or(4096);
+    if phdr == 0 || phnum == 0 || phnum > 256 {
+        return None;
+    }
+    // SAFETY: the kernel's AT_PHDR and AT_PHNUM describe the mapped program headers.
+    let phdrs = unsafe { core::slice::from_raw_parts(phdr as *const Phdr, phnum) };
+    if phdrs.iter().any(|p| p.p_type == PT_INTERP) {
+        return None;
+    }
+    let base = phdr & !(page - 1);
+    // SAFETY: the page holding the mapped program headers is mapped; the header is read
+    // only if it is one (the magic, and e_phoff leading back to AT_PHDR).
+    let eh = unsafe { &*(base as *const Ehdr) };
+    (eh.e_ident.get(..4) == Some(b"\x7fELF".as_slice())
+        && base.wrapping_add(eh.e_phoff as usize) == phdr)
+        .then_some(base)
 }
 
 /// The value of the first `tag` entry of a dynamic section.
@@ -203,22 +236,22 @@ unsafe fn dynamic_entry(mut d: *const Dyn, tag: usize) -> Option<usize> {
     None
 }
 
-/// Calls `f` with each loaded object in load order, until it returns false.
-pub fn for_each_object(mut f: impl FnMut(&LinkMap) -> bool) {
+/// Calls `f` with each loaded object in load order, until it returns false; `alone` is true
+/// when there is no list and the loader is the one object (musl's loader is its libc),
+/// which then counts as coming after this library.
+fn for_each_object(mut f: impl FnMut(&LinkMap, bool) -> bool) {
     let mut m = loaded_objects();
     if m.is_null() {
         // No list to walk: the loader itself is the only object to search (musl's is libc).
-        if let Some(base) = crate::auxv::get(libc::AT_BASE).filter(|&b| b != 0) {
-            if let Some(t) = loader_table() {
-                let lm = LinkMap {
-                    l_addr: base,
-                    l_name: core::ptr::null(),
-                    l_ld: t.dynamic,
-                    l_next: core::ptr::null(),
-                    l_prev: core::ptr::null(),
-                };
-                f(&lm);
-            }
+        if let Some((dynamic, base)) = loader_dynamic() {
+            let lm = LinkMap {
+                l_addr: base,
+                l_name: core::ptr::null(),
+                l_ld: dynamic,
+                l_next: core::ptr::null(),
+                l_prev: core::ptr::null(),
+            };
+            f(&lm, true);
         }
         return;
     }
@@ -230,7 +263,7 @@ pub fn for_each_object(mut f: impl FnMut(&LinkMap) -> bool) {
         // SAFETY: an entry of the loader's list; objects are added at its end, and the
         // entries before them stay valid while this walk reads them.
         let lm = unsafe { &*m };
-        if !f(lm) {
+        if !f(lm, false) {
             return;
         }
         m = lm.l_next;
@@ -254,7 +287,8 @@ fn is_vdso(lm: &LinkMap) -> bool {
 pub fn find(names: &[(Name, From)], found: &mut [usize]) {
     let me = my_dynamic();
     let mut after_me = false;
-    for_each_object(|lm| {
+    for_each_object(|lm, alone| {
+        after_me |= alone;
         if lm.l_ld as usize == me {
             after_me = true;
             return true;

@@ -54,6 +54,54 @@ fn for_each_line(path: &CStr, mut f: impl FnMut(&[u8])) -> bool {
     true
 }
 
+/// The file mapped at `addr` in this process, from /proc/self/maps, into `out`; its length
+/// (0 if none).
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn mapped_file(addr: usize, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    for_each_line(c"/proc/self/maps", |line| {
+        if n != 0 {
+            return;
+        }
+        // "start-end perms offset dev inode   path"
+        let mut fields = line.split(|b| *b == b' ').filter(|f| !f.is_empty());
+        let Some(range) = fields.next() else { return };
+        let Some(dash) = range.iter().position(|b| *b == b'-') else {
+            return;
+        };
+        let hex = |s: &[u8]| {
+            core::str::from_utf8(s)
+                .ok()
+                .and_then(|t| usize::from_str_radix(t, 16).ok())
+        };
+        let (Some(lo), Some(hi)) = (
+            range.get(..dash).and_then(hex),
+            range.get(dash + 1..).and_then(hex),
+        ) else {
+            return;
+        };
+        if addr < lo || addr >= hi {
+            return;
+        }
+        let Some(path) = fields.nth(4).filter(|p| p.first() == Some(&b'/')) else {
+            return;
+        };
+        let start = line.len() - line.iter().rev().position(|b| *b == b' ').unwrap_or(0);
+        let full = line
+            .get(start..)
+            .filter(|p| p.first() == Some(&b'/'))
+            .unwrap_or(path);
+        for (d, s) in out.iter_mut().zip(full) {
+            *d = *s;
+        }
+        n = full.len().min(out.len());
+    });
+    n
+}
+
 /// Who and what stands on the port of `wanted`, from the kernel's tables of `transport`.
 pub fn summarize(wanted: &Endpoint, transport: Transport) -> PortSummary {
     let mut s = PortSummary::default();
@@ -255,6 +303,34 @@ pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
         found.is_none() && procs < 32768
     });
     found
+}
+
+/// Whether a descriptor of this process other than `but` holds socket `inode` (/proc/self/fd,
+/// 65536 descriptors at most). Unreadable: true, as the careful answer.
+pub fn socket_open_elsewhere(inode: u64, but: i32) -> bool {
+    let digits = Digits::of(inode);
+    let want = PathBuf::new(&[b"socket:[", digits.bytes(), b"]"]);
+    let want = want.buf.get(..want.len).unwrap_or_default();
+    let mut seen = false;
+    let mut fds = 0;
+    let mut any = false;
+    for_each_number(c"/proc/self/fd", |fd| {
+        any = true;
+        fds += 1;
+        if fd as i64 == i64::from(but) {
+            return fds < 65536;
+        }
+        let fd_s = Digits::of(fd);
+        let link = PathBuf::new(&[b"/proc/self/fd/", fd_s.bytes()]);
+        let mut target = [0u8; 40];
+        let n = sys::readlink(link.c(), &mut target);
+        if n > 0 && target.get(..n as usize) == Some(want) {
+            seen = true;
+            return false;
+        }
+        fds < 65536
+    });
+    seen || !any
 }
 
 /// Reads a whole small file (up to the buffer) through raw calls; its length.

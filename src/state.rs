@@ -125,6 +125,10 @@ unsafe fn scan_environment(envp: *const *const c_char) -> (*const *const c_char,
             let first = *entry.cast::<u8>();
             if first == b'R' || first == b'L' {
                 ours |= is_ours(entry.cast());
+                if first == b'L' {
+                    note_library_path(entry.cast());
+                    note_preloads(entry.cast());
+                }
             }
             p = p.add(1);
         }
@@ -132,19 +136,215 @@ unsafe fn scan_environment(envp: *const *const c_char) -> (*const *const c_char,
     (p, ours)
 }
 
+/// LD_LIBRARY_PATH as the program started with it (its value's address), for the DEEPBIND
+/// search (`deepbind`), which must search it where glibc does; 0 if unset.
+#[cfg(target_os = "linux")]
+static LIBRARY_PATH: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// # Safety
+/// `bytes` is a NUL-terminated string that lives as long as the process (the environment
+/// the loader passed).
+#[cfg(target_os = "linux")]
+unsafe fn note_library_path(bytes: *const u8) {
+    const NAME: &[u8] = b"LD_LIBRARY_PATH=";
+    // SAFETY: the caller's promise.
+    if unsafe { starts_with(bytes, NAME) } {
+        // SAFETY: the value follows the name within the string.
+        let value = unsafe { bytes.add(NAME.len()) };
+        LIBRARY_PATH.store(value as usize, Ordering::Relaxed);
+    }
+}
+
+/// The length of a NUL-terminated string, a machine word at a time: aligned words never
+/// cross a page, so reading the whole word that holds the NUL is safe.
+///
+/// # Safety
+/// `s` is NUL-terminated.
+#[cfg(target_os = "linux")]
+unsafe fn string_length(s: *const u8) -> usize {
+    const W: usize = core::mem::size_of::<usize>();
+    const ONES: usize = usize::MAX / 255;
+    const HIGHS: usize = ONES << 7;
+    let mut p = s;
+    // SAFETY: byte by byte up to alignment, stopping at the NUL; then aligned words, each
+    // within the page of a byte of the string or of its NUL.
+    unsafe {
+        while !(p as usize).is_multiple_of(W) {
+            if *p == 0 {
+                return p as usize - s as usize;
+            }
+            p = p.add(1);
+        }
+        let mut w = p as *const usize;
+        loop {
+            let v = aligned_word(w);
+            if v.wrapping_sub(ONES) & !v & HIGHS != 0 {
+                break;
+            }
+            w = w.add(1);
+        }
+        let mut q = w as *const u8;
+        while *q != 0 {
+            q = q.add(1);
+        }
+        q as usize - s as usize
+    }
+}
+
+/// One aligned machine word, read by the processor rather than as a Rust value: the word
+/// may run past the end of the string into bytes of the same page, which a Rust read may
+/// not touch.
+///
+/// # Safety
+/// `w` is aligned and its first byte is readable.
+#[cfg(target_os = "linux")]
+#[inline(always)]
+unsafe fn aligned_word(w: *const usize) -> usize {
+    let v: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's promise; an aligned word lies within one page.
+    unsafe {
+        core::arch::asm!("mov {v}, qword ptr [{w}]", w = in(reg) w, v = lateout(reg) v,
+            options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("ldr {v}, [{w}]", w = in(reg) w, v = lateout(reg) v,
+            options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: elsewhere the word is read byte by byte, each up to the NUL.
+    unsafe {
+        let b = w as *const u8;
+        let mut bytes = [0u8; core::mem::size_of::<usize>()];
+        for (i, d) in bytes.iter_mut().enumerate() {
+            *d = *b.add(i);
+            if *d == 0 {
+                break;
+            }
+        }
+        v = usize::from_ne_bytes(bytes);
+    }
+    v
+}
+
+/// Whether LD_PRELOAD names another library after this one: the loader runs the
+/// constructors of preloaded libraries last-listed first, so theirs ran before this one's.
+#[cfg(target_os = "linux")]
+static OTHERS_PRELOADED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// # Safety
+/// `bytes` is a NUL-terminated string.
+#[cfg(target_os = "linux")]
+unsafe fn note_preloads(bytes: *const u8) {
+    const NAME: &[u8] = b"LD_PRELOAD=";
+    const ME: &[u8] = b"libreuse";
+    // SAFETY: the caller's promise.
+    if !unsafe { starts_with(bytes, NAME) } {
+        return;
+    }
+    // SAFETY: the value follows the name, NUL-terminated.
+    let value = unsafe { bytes.add(NAME.len()) };
+    // Most often this library is the last entry (alone, or after valgrind's): found from the
+    // end without a pass over the whole value.
+    // SAFETY: as above.
+    let len = unsafe { string_length(value) };
+    // SAFETY: every index read is below len.
+    let last_is_me = unsafe {
+        let sep = |c: u8| c == b':' || c == b' ';
+        let mut end = len;
+        while end > 0 && sep(*value.add(end - 1)) {
+            end -= 1;
+        }
+        let mut file = end;
+        while file > 0 && !sep(*value.add(file - 1)) && *value.add(file - 1) != b'/' {
+            file -= 1;
+        }
+        end - file >= ME.len()
+            && ME
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *value.add(file + i) == *b)
+    };
+    let after = !last_is_me && {
+        // One pass over the value, up to its NUL: whether an entry follows one whose file
+        // name starts with "libreuse". Without such an entry (another name), nothing is
+        // assumed.
+        let (mut seen_me, mut after) = (false, false);
+        // SAFETY: every read stops at the value's NUL.
+        unsafe {
+            let mut p = value;
+            let mut file = p;
+            let mut in_entry = false;
+            loop {
+                let c = *p;
+                if c == 0 || c == b':' || c == b' ' {
+                    if in_entry {
+                        if seen_me {
+                            after = true;
+                            break;
+                        }
+                        seen_me = ME.iter().enumerate().all(|(i, b)| *file.add(i) == *b);
+                    }
+                    if c == 0 {
+                        break;
+                    }
+                    in_entry = false;
+                    file = p.add(1);
+                } else {
+                    in_entry = true;
+                    if c == b'/' {
+                        file = p.add(1);
+                    }
+                }
+                p = p.add(1);
+            }
+        }
+        after
+    };
+    OTHERS_PRELOADED.store(after, Ordering::Relaxed);
+}
+
+/// LD_LIBRARY_PATH's value as the program started with it, if set.
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn library_path() -> Option<&'static [u8]> {
+    let p = LIBRARY_PATH.load(Ordering::Relaxed);
+    // SAFETY: the value of an environment string the loader passed, NUL-terminated, which
+    // lives as long as the process.
+    (p != 0).then(|| unsafe { core::ffi::CStr::from_ptr(p as *const c_char) }.to_bytes())
+}
+
+/// Whether a NUL-terminated string starts with `prefix`, compared byte by byte up to the
+/// first difference, so never past the NUL.
+///
+/// # Safety
+/// `bytes` is a NUL-terminated string.
+#[inline(always)]
+unsafe fn starts_with(bytes: *const u8, prefix: &[u8]) -> bool {
+    // SAFETY: the caller's promise; a shorter string ends in a NUL, which matches no prefix
+    // byte, so nothing past it is read.
+    prefix
+        .iter()
+        .enumerate()
+        .all(|(i, b)| unsafe { *bytes.add(i) } == *b)
+}
+
 /// Whether an environment entry starts with REUSE_ or LISTEN_.
 ///
 /// # Safety
 /// `bytes` is a NUL-terminated string.
 unsafe fn is_ours(bytes: *const u8) -> bool {
-    // SAFETY: compared byte by byte: a shorter entry ends in a NUL, which matches no prefix
-    // byte, so nothing past it is read.
+    // SAFETY: the caller's promise (the first byte is there: at worst the NUL).
     unsafe {
-        let starts = |prefix: &[u8]| prefix.iter().enumerate().all(|(i, b)| *bytes.add(i) == *b);
         // Most entries fail at the first byte.
         match *bytes {
-            b'R' => starts(b"REUSE_"),
-            b'L' => starts(b"LISTEN_"),
+            b'R' => starts_with(bytes, b"REUSE_"),
+            b'L' => starts_with(bytes, b"LISTEN_"),
             _ => false,
         }
     }
@@ -304,7 +504,11 @@ extern "C" fn on_load(argc: c_int, argv: *const *const c_char, envp: *const *con
         // SAFETY: envp is glibc's environment array (checked): NULL-terminated strings.
         let (end, ours) = unsafe { scan_environment(envp) };
         // SAFETY: end is that array's NULL, at the top of the stack.
-        if unsafe { crate::auxv::from_stack(end.cast()) } {
+        let found = unsafe { crate::auxv::from_stack(end.cast()) };
+        // The array the loader passed is the environment as the program started. Other
+        // preloaded libraries' constructors run before this one and may have changed it
+        // (setenv of a new variable makes a new array): then `environ` is read instead.
+        if found && !OTHERS_PRELOADED.load(Ordering::Relaxed) {
             LOADER_ENVP.store(envp as usize, Ordering::Relaxed);
             ENV_HAS_OURS.store(ours, Ordering::Relaxed);
         }

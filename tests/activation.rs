@@ -397,3 +397,48 @@ fn a_listener_the_program_put_at_descriptor_3_is_not_taken_for_a_passed_one() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A program that dup()s the socket the passed one stood in for, closes the original and
+/// binds again still holds the passed socket: the second bind is refused, as without the
+/// service manager. (The check once looked at the first descriptor number only.)
+#[test]
+fn a_passed_socket_kept_under_another_number_does_not_stand_in_twice() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let script = format!(
+        "import os, socket\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', {port}))\n\
+         kept = os.dup(s.fileno())\n\
+         s.close()\n\
+         t = socket.socket()\n\
+         try:\n\
+         \x20   t.bind(('127.0.0.1', {port}))\n\
+         \x20   print('bound again')\n\
+         except OSError as e:\n\
+         \x20   print('refused', e.errno)\n"
+    );
+    let mut c = command("sh", true);
+    c.arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" -c \"$1\"")
+        .arg(python())
+        .arg(&script)
+        .env("LISTEN_FDS", "1");
+    // SAFETY: dup2 and fcntl only, between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(&mut c, Duration::from_secs(20));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused 98",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -188,3 +188,145 @@ fn threads_loading_deepbind_libraries_at_once_do_not_crash() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A DEEPBIND dlopen in one thread while another loads and unloads an unrelated library
+/// whose file has the name of the first one's dependency: no crash. (The library once
+/// followed the dependency by name, took the other one, and read it after it was unloaded.)
+#[test]
+fn a_deepbind_dlopen_beside_another_threads_dlclose_does_not_crash() {
+    if require("cc", "apt-get install gcc").is_none() {
+        return;
+    }
+    let dir = TempDir::new("dlopen-race");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    // b/libdep.so: many relocations, so its loading and unloading take a while.
+    let many: String = (0..4000)
+        .map(|i| format!("int m{i}(void) {{ return {i}; }}\n"))
+        .collect();
+    std::fs::write(dir.join("many.c"), many).unwrap();
+    build_shared_from(&dir.join("many.c"), &dir.join("libmany.so"), &["-O0"]);
+    let decls: String = (0..4000).map(|i| format!("int m{i}(void);\n")).collect();
+    let calls: String = (0..4000).map(|i| format!("s += m{i}();")).collect();
+    std::fs::write(
+        dir.join("other.c"),
+        format!("{decls}int sum(void) {{ int s = 0; {calls} return s; }}\n"),
+    )
+    .unwrap();
+    let search = format!("-L{}", dir.0.display());
+    let rpath = format!("-Wl,-rpath,{}", dir.0.display());
+    build_shared_from(
+        &dir.join("other.c"),
+        &b.join("libdep.so"),
+        &["-fno-plt", &search, "-lmany", "-Wl,-z,now,-z,relro", &rpath],
+    );
+    // a/libplug.so needs libdep.so, which a/libdep-real.so (that SONAME) provides.
+    std::fs::write(dir.join("dep.c"), "int dep_value(void) { return 7; }\n").unwrap();
+    build_shared_from(
+        &dir.join("dep.c"),
+        &a.join("libdep-real.so"),
+        &["-Wl,-soname,libdep.so"],
+    );
+    std::fs::write(
+        dir.join("plug.c"),
+        "#include <sys/socket.h>\nint dep_value(void);\n\
+         int plug(void) { int fd = socket(AF_INET, SOCK_STREAM, 0); return fd + dep_value(); }\n",
+    )
+    .unwrap();
+    let real = a.join("libdep-real.so").display().to_string();
+    build_shared_from(
+        &dir.join("plug.c"),
+        &a.join("libplug.so"),
+        &[&real, "-Wl,-z,now"],
+    );
+    let program = dir.join("dlopen_race");
+    let ok = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&program)
+        .arg(repo_root().join("tests/c/dlopen_race.c"))
+        .arg("-ldl")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building dlopen_race");
+    for round in 0..3 {
+        let mut c = command(&program, true);
+        c.arg(a.join("libplug.so"))
+            .arg(b.join("libdep.so"))
+            .arg("3")
+            .arg(a.join("libdep-real.so"));
+        let out = run(&mut c, Duration::from_secs(60));
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "done",
+            "round {round}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// With another interposer preloaded after the library (as `reuse run` puts the library
+/// first in an inherited LD_PRELOAD), a DEEPBIND object's bind still gets SO_REUSEADDR: its
+/// slot holds libc's bind, a definition after the library, though not the next one.
+#[test]
+fn an_interposer_after_the_library_leaves_deepbind_objects_reached() {
+    let Some(probe) = probe() else { return };
+    let deep = build_shared(
+        "tests/c/deep.c",
+        "deep-now.so",
+        &["-Wl,-z,now", "-Wl,-z,relro"],
+    )
+    .unwrap();
+    let interposer = build_shared("tests/c/interposer.c", "interposer.so", &["-ldl"]).unwrap();
+    let port = free_port().to_string();
+    let mut c = command(&probe, false);
+    c.arg("deepbind").arg(&deep).args(["now", &port]).env(
+        "LD_PRELOAD",
+        format!("{}:{}", lib_path().display(), interposer.display()),
+    );
+    let out = run(&mut c, Duration::from_secs(20));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "rc=0 reuseaddr=1 own_dup=1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A DEEPBIND dlopen of a bare name is searched as glibc searches it for the program: the
+/// program's RUNPATH before the system's folders (a libz.so.1 of its own wins over the
+/// system's), and when nothing is found, dlerror() names what the program asked for.
+#[test]
+fn a_deepbind_dlopen_by_bare_name_is_searched_in_glibc_s_order() {
+    if require("cc", "apt-get install gcc").is_none() {
+        return;
+    }
+    let dir = TempDir::new("search-order");
+    let program = runpath_program(&dir.0, false);
+    // The program's own libz.so.1 (a plugin with deep_bind), in its RUNPATH.
+    std::fs::copy(dir.join("libs/libplugin.so"), dir.join("libs/libz.so.1")).unwrap();
+    let port = free_block(2).to_string();
+    for pre in [false, true] {
+        let out = run(
+            command(&program, pre).args(["deep", &port, "libz.so.1"]),
+            Duration::from_secs(20),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let want = if pre {
+            "try 0: rc=0 reuseaddr=1"
+        } else {
+            "try 0: rc=0 reuseaddr=0"
+        };
+        assert!(text.starts_with(want), "preloaded {pre}: {text}");
+        let out = run(
+            command(&program, pre).args(["deep", &port, "libnothere.so"]),
+            Duration::from_secs(20),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("try 0: libnothere.so: cannot open shared object file"),
+            "preloaded {pre}: {text}"
+        );
+    }
+}

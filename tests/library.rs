@@ -454,7 +454,7 @@ fn a_bind_before_the_librarys_constructor_is_handled() {
     if probe().is_none() {
         return;
     }
-    let early = build_shared("tests/c/early_bind.c", "early_bind.so", &["-O1"]).unwrap();
+    let early = build_shared("tests/c/early_bind.c", "early_bind.so", &["-O1", "-ldl"]).unwrap();
     let port = free_port();
     // The loader runs the constructors of independent preloads last-loaded first.
     let mut c = command(probe().unwrap(), false);
@@ -467,8 +467,10 @@ fn a_bind_before_the_librarys_constructor_is_handled() {
     c.args(["bind", "4", "tcp", "127.0.0.1", &free_port().to_string()]);
     let out = run(&mut c, Duration::from_secs(10));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let _ = std::fs::remove_file(&early);
-    assert!(stdout.starts_with("early rc=0 reuseaddr=1\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("early rc=0 errno=4242 reuseaddr=1 dlopen=ok\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("rc=0 errno=4242 reuseaddr=1"), "{stdout}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -476,6 +478,88 @@ fn a_bind_before_the_librarys_constructor_is_handled() {
             .count(),
         1,
         "{err}"
+    );
+}
+
+/// A library preloaded after libreuse whose constructor (which the loader runs first) sets
+/// REUSE_OPTIONS: the configuration is what it set, as it was when the library read
+/// `environ` at load. (Reading the environment the loader passed once missed it.)
+#[test]
+fn a_variable_set_by_an_earlier_constructor_is_seen() {
+    let Some(probe) = probe() else { return };
+    let setter = build_shared("tests/c/env_setter.c", "env_setter.so", &[]).unwrap();
+    let mut c = command(&probe, false);
+    c.args(["bind", "4", "tcp", "127.0.0.1", &free_port().to_string()])
+        .env(
+            "LD_PRELOAD",
+            format!("{}:{}", lib_path().display(), setter.display()),
+        )
+        .env("SET_REUSE_OPTIONS", "addr,port");
+    let out = run(&mut c, Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("rc=0 errno=4242 reuseaddr=1 reuseport=1"),
+        "{stdout}"
+    );
+}
+
+/// The same when the program is run by its loader by hand (`ld.so ./program`, glibc's and
+/// musl's): the kernel then describes the loader, not the program (AT_BASE 0), and the
+/// library still finds libc's functions, so the early bind gets its option, a refused one
+/// its errno (98), and dlopen works. (It once found nothing: dlopen gave NULL, errno stayed.)
+#[test]
+fn a_program_run_by_its_loader_by_hand_is_reached() {
+    let Some(probe) = probe() else { return };
+    let loader = std::path::Path::new("/lib64/ld-linux-x86-64.so.2");
+    if !cfg!(target_arch = "x86_64") || !loader.exists() {
+        return;
+    }
+    let early = build_shared("tests/c/early_bind.c", "early_bind.so", &["-O1", "-ldl"]).unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    for (early_port, want) in [
+        (free_port(), "early rc=0 errno=4242 reuseaddr=1 dlopen=ok"),
+        (busy_port, "early rc=-1 errno=98 reuseaddr=1 dlopen=ok"),
+    ] {
+        let mut c = command(loader, false);
+        c.arg(&probe)
+            .args(["bind", "4", "tcp", "127.0.0.1", &free_port().to_string()])
+            .env(
+                "LD_PRELOAD",
+                format!("{} {}", lib_path().display(), early.display()),
+            )
+            .env("EARLY_PORT", early_port.to_string());
+        let out = run(&mut c, Duration::from_secs(10));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut lines = stdout.lines();
+        assert_eq!(lines.next(), Some(want), "{stdout}");
+        assert!(
+            lines
+                .next()
+                .is_some_and(|l| l.starts_with("rc=0 errno=4242 reuseaddr=1")),
+            "{stdout}"
+        );
+    }
+    // musl's loader, which is its libc, run by hand.
+    let musl_loader = std::path::Path::new("/lib/ld-musl-x86_64.so.1");
+    let Some(musl_probe) = build_c("tests/c/probe.c", "probe-musl", "musl-gcc") else {
+        return;
+    };
+    if !musl_loader.exists() {
+        return;
+    }
+    let port = busy_port.to_string();
+    let out = run(
+        command(musl_loader, true)
+            .arg(&musl_probe)
+            .args(["bind", "4", "tcp", "127.0.0.1", &port]),
+        Duration::from_secs(10),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("rc=-1 errno=98 reuseaddr=1"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

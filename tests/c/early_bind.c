@@ -1,8 +1,11 @@
-/* A library whose constructor binds a TCP socket, preloaded after libreuse.so
- * (LD_PRELOAD="libreuse.so early_bind.so"): the loader runs this constructor before
- * libreuse's, so the bind reaches the library before its own constructor has run. It
- * prints what the bind got: "early reuseaddr=N". The port comes from EARLY_PORT. */
+/* A library whose constructor binds a TCP socket and loads a library, preloaded after
+ * libreuse.so (LD_PRELOAD="libreuse.so early_bind.so"): the loader runs this constructor
+ * before libreuse's, so the bind and the dlopen reach the library before its own constructor
+ * has run. It prints "early rc=R errno=E reuseaddr=N dlopen=ok|NULL". The port comes from
+ * EARLY_PORT; errno is set to 4242 before the bind, which must leave it so on success. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +20,14 @@ __attribute__((constructor)) static void early(void) {
     a.sin_family = AF_INET;
     a.sin_port = htons(atoi(p));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    errno = 4242;
     int rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
     int v = 0;
     socklen_t l = sizeof v;
     getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, &l);
-    printf("early rc=%d reuseaddr=%d\n", rc, v != 0);
+    void *h = dlopen("libm.so.6", RTLD_NOW);
+    printf("early rc=%d errno=%d reuseaddr=%d dlopen=%s\n", rc, e, v != 0, h ? "ok" : "NULL");
     fflush(stdout);
     close(fd);
 }
