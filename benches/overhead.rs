@@ -154,7 +154,8 @@ fn main() {
         .unwrap_or(31)
         .max(1);
     let bench = build_c("tests/c/bench.c", "bench", "cc").expect("cc is needed");
-    let lib = lib_path();
+    let lib = variant_path("l");
+    std::fs::copy(lib_path(), &lib).expect("copying libreuse.so beside the other variants");
     let variants = [
         Variant {
             name: "nothing",
@@ -162,11 +163,11 @@ fn main() {
         },
         Variant {
             name: "empty C library",
-            preload: Some(empty_preload("defaults", &[])),
+            preload: Some(empty_preload("d", &[])),
         },
         Variant {
             name: "minimal preload",
-            preload: Some(empty_preload("minimal", MINIMAL_LINK)),
+            preload: Some(empty_preload("m", MINIMAL_LINK)),
         },
         Variant {
             name: "libreuse.so",
@@ -245,11 +246,12 @@ fn main() {
         load(Some(&lib)),
     ) {
         println!(
-            "- callgrind, /bin/true (starts and exits): {a} instructions without; +{} with the empty C library, +{} with the minimal preload, +{} with libreuse (loading, the constructor): {} above the minimal preload",
+            "- callgrind, /bin/true (starts and exits): {a} instructions without; +{} with the empty C library, +{} with the minimal preload, +{} with libreuse (loading, the constructor): {} above the minimal preload, with {} environment variables (the constructor's walk of the environment costs about 8 instructions each)",
             e - a,
             m - a,
             b - a,
-            b as i64 - m as i64
+            b as i64 - m as i64,
+            std::env::vars_os().count()
         );
     }
     // What the first socket+bind+close pays once: the real functions and errno's location
@@ -299,6 +301,9 @@ fn main() {
         for (name, ms, faults) in rows {
             println!("| {name} | {ms:.3} | {faults} |");
         }
+    }
+    if let Some(dir) = lib.parent().and_then(|l| l.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
     }
     restart_to_ready();
 }
@@ -424,8 +429,20 @@ fn perf_exec(variants: &[Variant]) -> Option<Vec<(&'static str, f64, u64)>> {
 }
 
 /// Builds tests/c/empty_preload.c into a shared library, with extra link options.
-fn empty_preload(tag: &str, link: &[&str]) -> std::path::PathBuf {
-    let out = std::env::temp_dir().join(format!("reuse-empty-{tag}-{}.so", std::process::id()));
+/// A folder of its own for each preloaded variant, one letter long, so that every variant
+/// is a file named `libreuse.so` on a path of the same length: the loader's work at every
+/// exec grows with the length of `LD_PRELOAD` (about 24 instructions a byte under
+/// callgrind), which would otherwise count as a difference between the libraries.
+fn variant_path(letter: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("reuse-bench-{}", std::process::id()))
+        .join(letter);
+    std::fs::create_dir_all(&dir).expect("a folder for the benchmark's libraries");
+    dir.join("libreuse.so")
+}
+
+fn empty_preload(letter: &str, link: &[&str]) -> std::path::PathBuf {
+    let out = variant_path(letter);
     let ok = std::process::Command::new("cc")
         .args(["-O2", "-shared", "-fPIC"])
         .args(link)

@@ -258,15 +258,26 @@ unsafe fn note_preloads(bytes: *const u8) {
         while end > 0 && sep(*value.add(end - 1)) {
             end -= 1;
         }
-        let mut file = end;
-        while file > 0 && !sep(*value.add(file - 1)) && *value.add(file - 1) != b'/' {
-            file -= 1;
+        // The usual name, `.../libreuse.so`, is matched by two word compares of its last
+        // eleven bytes; any other name by a walk back to the start of its file name.
+        let usual = end >= 11
+            && value.add(end - 11).cast::<u64>().read_unaligned()
+                == u64::from_ne_bytes(*b"libreuse")
+            && value.add(end - 8).cast::<u64>().read_unaligned()
+                == u64::from_ne_bytes(*b"reuse.so")
+            && (end == 11 || {
+                let c = *value.add(end - 12);
+                sep(c) || c == b'/'
+            });
+        usual || {
+            let mut file = end;
+            while file > 0 && !sep(*value.add(file - 1)) && *value.add(file - 1) != b'/' {
+                file -= 1;
+            }
+            end - file >= ME.len()
+                && value.add(file).cast::<u64>().read_unaligned()
+                    == u64::from_ne_bytes(*b"libreuse")
         }
-        end - file >= ME.len()
-            && ME
-                .iter()
-                .enumerate()
-                .all(|(i, b)| *value.add(file + i) == *b)
     };
     let after = !last_is_me && {
         // One pass over the value, up to its NUL: whether an entry follows one whose file
