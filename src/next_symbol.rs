@@ -278,7 +278,7 @@ fn is_vdso(lm: &LinkMap) -> bool {
     // SAFETY: the loader's name of the object, NUL-terminated; the comparison stops at the
     // first byte that differs, so at the NUL at the latest.
     unsafe {
-        let n = lm.l_name as *const u8;
+        let n = lm.l_name.cast::<u8>();
         b"linux-".iter().enumerate().all(|(i, b)| *n.add(i) == *b)
     }
 }

@@ -82,7 +82,7 @@ fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
                     return None;
                 }
                 p = p.add(1);
-                let bytes = entry as *const u8;
+                let bytes = entry.cast::<u8>();
                 if is_ours(bytes) {
                     let mut n = 6;
                     while *bytes.add(n) != 0 {
