@@ -21,9 +21,9 @@ pub unsafe extern "C" fn reuse_socket(domain: c_int, ty: c_int, protocol: c_int)
     // What it is, worked out before the call: one byte to keep across it.
     let kind = socket_kinds::kind_of(domain, ty, protocol);
     // SAFETY: the caller's arguments, as it gave them to socket().
-    let fd = unsafe { real::socket()(domain, ty, protocol) };
+    let fd = unsafe { real::call_socket(domain, ty, protocol) };
     if fd >= 0 {
-        socket_kinds::record(fd, kind);
+        return socket_kinds::record(fd, kind);
     }
     fd
 }
@@ -196,9 +196,28 @@ pub unsafe extern "C" fn reuse_bind(fd: c_int, addr: *const sockaddr, len: sockl
         // The options leave errno alone (and a log line restores it), so it is still what
         // it was before the call, as after any successful bind.
         // SAFETY: the kernel read the address for this bind.
-        unsafe { bound(cfg, fd, addr, len) };
-        return 0;
+        return unsafe { bound_at_once(cfg, fd, addr, len) };
     }
+    // SAFETY: the kernel answered this bind.
+    unsafe { bind_failed(cfg, fd, addr, len, rc, saved) }
+}
+
+/// A bind the kernel refused: EADDRINUSE is the library's business, anything else is
+/// handed back as it came. A call of its own, so the hook keeps nothing of it across the
+/// real `bind`.
+///
+/// # Safety
+/// As `accepted_address`; the kernel answered this bind.
+#[cold]
+#[inline(never)]
+unsafe fn bind_failed(
+    cfg: &Config,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    rc: c_int,
+    saved: c_int,
+) -> c_int {
     if errno::get() != libc::EADDRINUSE {
         return rc;
     }
@@ -222,6 +241,60 @@ unsafe fn accepted_port(addr: *const sockaddr, len: socklen_t) -> Option<u16> {
     // SAFETY: as in accepted_address.
     let bytes = unsafe { core::slice::from_raw_parts(addr.cast::<u8>(), n) };
     endpoint::decode_port(bytes, handover::abi(), true)
+}
+
+/// After a bind that succeeded at once. In the usual configuration
+/// (`decision::tcp_addr_only`) and a socket the table knows, decided and done here without
+/// a call, so that nothing needs saving: TCP on a wanted port gets SO_REUSEADDR, anything
+/// else nothing. Everything else goes on in `bound` (a tail call). Returns the successful
+/// bind's 0.
+///
+/// # Safety
+/// As `accepted_address`.
+#[inline(never)]
+unsafe fn bound_at_once(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    #[cfg(target_os = "linux")]
+    if state::tcp_addr_only() && len >= 4 && !addr.is_null() {
+        match socket_kinds::is_tcp(fd) {
+            Some(true) => {
+                // SAFETY: the kernel read `len` (at least 4) bytes there for this bind.
+                let (family, port) = unsafe {
+                    let p = addr.cast::<u8>();
+                    (
+                        p.cast::<u16>().read_unaligned(),
+                        u16::from_be(p.add(2).cast::<u16>().read_unaligned()),
+                    )
+                };
+                // A bind the kernel accepted with this family was an inet socket's, and its
+                // port is at the same place in both; AF_UNSPEC (an AF_INET socket's
+                // INADDR_ANY) takes the long way.
+                if family == libc::AF_INET as u16 || family == libc::AF_INET6 as u16 {
+                    if decision::port_wanted(cfg, port).is_ok() {
+                        let e = set_int(fd, libc::SO_REUSEADDR, 1);
+                        if e != 0 {
+                            // SAFETY: the caller's promise.
+                            unsafe { option_failed(addr, len, "SO_REUSEADDR", e) };
+                        }
+                    }
+                    return 0;
+                }
+            }
+            Some(false) => return 0,
+            None => {}
+        }
+    }
+    // SAFETY: the caller's promise.
+    unsafe { bound_in_full(cfg, fd, addr, len) }
+}
+
+/// # Safety
+/// As `accepted_address`.
+#[cold]
+#[inline(never)]
+unsafe fn bound_in_full(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the caller's promise.
+    unsafe { bound(cfg, fd, addr, len) };
+    0
 }
 
 /// After a bind that succeeded at once: the options, for the TIME_WAIT and sharing to come.

@@ -59,6 +59,33 @@ mod elf {
     }
 
     real!(socket, SOCKET, b"socket", SocketFn, fallback::socket);
+
+    /// The real `socket()`, called with the caller's arguments still in their registers: the
+    /// lookup of a process's first call is a call of its own, so the hook keeps nothing but
+    /// the socket's kind across it (one saved register instead of five).
+    ///
+    /// # Safety
+    /// As `socket(2)`.
+    #[inline(always)]
+    pub unsafe fn call_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+        let p = SOCKET.load(Ordering::Relaxed);
+        if p == 0 {
+            // SAFETY: the caller's promise.
+            return unsafe { first_socket(domain, ty, protocol) };
+        }
+        // SAFETY: SOCKET holds the address of a function of this type once set; the
+        // caller's promise.
+        unsafe { core::mem::transmute::<usize, SocketFn>(p)(domain, ty, protocol) }
+    }
+
+    /// # Safety
+    /// As `socket(2)`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn first_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+        // SAFETY: the caller's promise.
+        unsafe { socket()(domain, ty, protocol) }
+    }
     real!(bind, BIND, b"bind", BindFn, fallback::bind);
     real!(close, CLOSE, b"close", CloseFn, fallback::close);
     real!(dup, DUP, b"dup", DupFn, fallback::dup);
@@ -215,6 +242,12 @@ mod macho {
     }
     pub fn socket() -> SocketFn {
         libc::socket
+    }
+    /// # Safety
+    /// As `socket(2)`.
+    pub unsafe fn call_socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+        // SAFETY: the caller's promise.
+        unsafe { libc::socket(domain, ty, protocol) }
     }
     pub fn bind() -> BindFn {
         libc::bind

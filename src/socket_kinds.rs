@@ -22,11 +22,14 @@ use reuse_core::decision::{Protocol, SocketType, Transport};
 
 use crate::{errno, sys};
 
+// The codes the table keeps. An inet socket made with the default protocol keeps its type
+// (1-15) as its code: SOCK_STREAM is TCP's, SOCK_DGRAM UDP's, any other an inet socket of
+// another kind (like OTHER_INET).
 const UNKNOWN: u8 = 0;
 const TCP: u8 = 1;
 const UDP: u8 = 2;
 const OTHER_INET: u8 = 3;
-const NOT_INET: u8 = 4;
+const NOT_INET: u8 = 16;
 
 const SLOTS: usize = 1 << 20;
 type Table = [AtomicU8; SLOTS];
@@ -83,7 +86,17 @@ fn code_of(domain: c_int, sock_type: c_int, protocol: c_int) -> u8 {
     if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return NOT_INET;
     }
-    match classify(sock_type & TYPE_MASK, protocol) {
+    let sock_type = sock_type & TYPE_MASK;
+    if protocol == 0 {
+        // The family's default protocol, as nearly every program asks: TCP for a stream
+        // socket, UDP for a datagram one, what `classify` says without its two matches. The
+        // type is its own code (see the codes above). A type of 0 (masked) makes no socket,
+        // so no socket is ever recorded as UNKNOWN.
+        const _: () =
+            assert!(TCP as c_int == libc::SOCK_STREAM && UDP as c_int == libc::SOCK_DGRAM);
+        return (sock_type & 0xf) as u8;
+    }
+    match classify(sock_type, protocol) {
         Transport::Tcp => TCP,
         Transport::Udp => UDP,
         Transport::Other => OTHER_INET,
@@ -122,21 +135,36 @@ pub fn kind_of(domain: c_int, sock_type: c_int, protocol: c_int) -> Kind {
     Kind(code_of(domain, sock_type, protocol))
 }
 
+/// Records what `fd` is and hands `fd` back, so that the hook keeps nothing across the
+/// first call's mapping of the table (a call of its own).
 #[inline(always)]
-pub fn record(fd: c_int, kind: Kind) {
+pub fn record(fd: c_int, kind: Kind) -> c_int {
+    if let Some(table) = table() {
+        if let Some(s) = usize::try_from(fd).ok().and_then(|i| table.get(i)) {
+            s.store(kind.0, Ordering::Relaxed);
+        }
+        return fd;
+    }
+    record_first(fd, kind)
+}
+
+#[cold]
+#[inline(never)]
+fn record_first(fd: c_int, kind: Kind) -> c_int {
     let code = kind.0;
     // A table that does not exist yet holds no entry to correct: only inet sockets make it.
     let table = match table() {
         Some(t) => t,
-        None if code == NOT_INET => return,
+        None if code == NOT_INET => return fd,
         None => match map_table() {
             Some(t) => t,
-            None => return,
+            None => return fd,
         },
     };
     if let Some(s) = usize::try_from(fd).ok().and_then(|i| table.get(i)) {
         s.store(code, Ordering::Relaxed);
     }
+    fd
 }
 
 #[inline]
@@ -162,9 +190,20 @@ pub fn transport(fd: c_int) -> Option<Transport> {
     match slot(fd).map_or(UNKNOWN, |s| s.load(Ordering::Relaxed)) {
         TCP => Some(Transport::Tcp),
         UDP => Some(Transport::Udp),
-        OTHER_INET => Some(Transport::Other),
+        UNKNOWN => ask_kernel(fd),
         NOT_INET => None,
-        _ => ask_kernel(fd),
+        _ => Some(Transport::Other),
+    }
+}
+
+/// Whether the table says `fd` is a TCP socket: None when it does not know (then
+/// `transport` asks the kernel).
+#[cfg(target_os = "linux")]
+#[inline(always)]
+pub fn is_tcp(fd: c_int) -> Option<bool> {
+    match slot(fd).map_or(UNKNOWN, |s| s.load(Ordering::Relaxed)) {
+        UNKNOWN => None,
+        code => Some(code == TCP),
     }
 }
 

@@ -41,6 +41,17 @@ struct Slot(UnsafeCell<MaybeUninit<Config>>);
 unsafe impl Sync for Slot {}
 static CONFIG: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
 
+/// `decision::tcp_addr_only` of the active configuration, published with it (read after
+/// `active` returned it).
+#[cfg(target_os = "linux")]
+static TCP_ADDR_ONLY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+#[inline(always)]
+pub fn tcp_addr_only() -> bool {
+    TCP_ADDR_ONLY.load(Ordering::Relaxed)
+}
+
 /// The active configuration, or None when the library must change nothing.
 #[inline(always)]
 pub fn active() -> Option<&'static Config> {
@@ -444,6 +455,8 @@ fn read_now(at_load: bool) -> Option<&'static Config> {
     match config::read_into(cfg, |name| config::lookup(&found, name)) {
         Ok(()) => {
             report::set_level(cfg.log);
+            #[cfg(target_os = "linux")]
+            TCP_ADDR_ONLY.store(reuse_core::decision::tcp_addr_only(cfg), Ordering::Relaxed);
             STATE.store(ACTIVE, Ordering::Release);
             Some(cfg)
         }

@@ -1,6 +1,6 @@
 //! "What does this socket get?": the one decision the `bind()` hook asks for.
 
-use crate::config::{Config, Options};
+use crate::config::{Config, Level, Options};
 
 /// The transport of a socket, as far as the library cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +107,14 @@ pub fn in_scope(cfg: &Config, transport: Transport) -> bool {
         Transport::Udp => cfg.protocols.udp,
         Transport::Other => false,
     }
+}
+
+/// Whether the configuration is the usual one, in which a successful bind needs only its
+/// port and whether its socket is TCP: TCP gets SO_REUSEADDR alone, every other socket
+/// nothing (`decide`), and no line is logged for a bind (below `info`). The bind hook takes
+/// a short way then.
+pub fn tcp_addr_only(cfg: &Config) -> bool {
+    cfg.protocols.tcp && cfg.options == Options::DEFAULT && cfg.log < Level::Info
 }
 
 /// The options a bind of an inet socket of `transport` to `port` gets.
@@ -295,6 +303,37 @@ mod tests {
     }
 
     proptest! {
+        /// The short way agrees with `decide`: TCP on a wanted port gets SO_REUSEADDR
+        /// alone, nothing else gets anything.
+        #[test]
+        fn the_short_way_decides_as_decide_does(
+            options in proptest::sample::select(std::vec!["addr", "port", "addr,port", "linger=0", "addr,linger=5"]),
+            protocols in proptest::sample::select(std::vec!["tcp", "udp", "tcp,udp"]),
+            log in proptest::sample::select(Level::NAMES.to_vec()),
+            listed: u16, port: u16,
+        ) {
+            let mut c = cfg(&std::format!("{}", listed.max(1)), options, protocols);
+            c.log = log.1;
+            if tcp_addr_only(&c) {
+                for t in [Transport::Tcp, Transport::Udp, Transport::Other] {
+                    let wanted = port_wanted(&c, port).is_ok();
+                    let short = if t == Transport::Tcp && wanted {
+                        Decision::Apply(Options::DEFAULT)
+                    } else {
+                        Decision::Leave(LeaveReason::NotTcpOrUdp)
+                    };
+                    let full = decide(&c, t, port);
+                    prop_assert_eq!(matches!(full, Decision::Apply(_)), matches!(short, Decision::Apply(_)));
+                    if let Decision::Apply(o) = full {
+                        prop_assert_eq!(o, Options::DEFAULT);
+                    }
+                }
+                prop_assert!(c.log < Level::Info);
+            } else {
+                prop_assert!(!c.protocols.tcp || c.options != Options::DEFAULT || c.log >= Level::Info);
+            }
+        }
+
         #[test]
         fn only_listed_nonzero_ports_of_listed_protocols_are_touched(
             list in proptest::collection::vec(1u16.., 1..6),

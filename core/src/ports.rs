@@ -41,7 +41,17 @@ impl PortSet {
 
     #[inline]
     pub fn contains(&self, port: u16) -> bool {
-        self.used().iter().any(|&(lo, hi)| lo <= port && port <= hi)
+        // The usual sets (every port, one port, one range) are decided by the first range
+        // without setting up the loop: this runs at every bind.
+        if let Some(&(lo, hi)) = self.ranges.first() {
+            if self.len != 0 && port.wrapping_sub(lo) <= hi.wrapping_sub(lo) {
+                return true;
+            }
+        }
+        self.used()
+            .iter()
+            .skip(1)
+            .any(|&(lo, hi)| lo <= port && port <= hi)
     }
 
     /// Adds `lo..=hi` (port 0 left out), merging with what touches it. False if the set
