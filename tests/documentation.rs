@@ -2,8 +2,11 @@
 //! BENCHMARKS.md and the examples' READMEs leads to a file that exists (and a `#section` to
 //! a heading there); every ```sh block is valid shell; every `reuse` command in them is one
 //! the command accepts (flags and values checked by the command's own parser), and those
-//! that only read (`reuse lib`, `reuse doctor`, `--version`) are run as written. The
-//! examples' commands are run in full by the restart harness (tests/harness.rs).
+//! that only read (`reuse lib`, `reuse doctor`, `--version`) are run as written, and so are
+//! the server commands of README.md and docs/DESIGN.md (each must serve on its port). The
+//! examples' commands are run in full by the restart harness (tests/harness.rs). Left to
+//! their own tests: `cargo` and `.ci/` commands (the test suite itself), `sudo`/`systemctl`
+//! (tests/cli.rs checks the systemd shims), and `. shims/reuse.sh` (tests/cli.rs).
 
 use reuse_testkit as common;
 
@@ -263,4 +266,121 @@ fn the_layout_names_every_file() {
         .map(str::to_string)
         .collect();
     assert!(missing.is_empty(), "not in docs/DESIGN.md: {missing:?}");
+}
+
+/// The server commands of README.md and docs/DESIGN.md (`reuse run ...`, `LD_PRELOAD=$(reuse
+/// lib) ...`, `systemfd ...`) run exactly as written, one at a time, as a user would run them:
+/// in a folder holding the files they name (the examples' app.py, and their app.js as app.js
+/// and server.js), with `reuse`, nodemon and systemfd on PATH and PORT=8000 in the
+/// environment. Each must answer HTTP on port 8000 within 15 s; its process group is then
+/// stopped (SIGTERM, then SIGKILL) and the port must be free again before the next.
+#[test]
+fn the_server_commands_in_the_documents_run_as_written() {
+    const PORT: u16 = 8000;
+    let root = repo_root();
+    let mut lines = Vec::new();
+    for doc in [root.join("README.md"), root.join("docs/DESIGN.md")] {
+        for line in sh_lines(&doc) {
+            let t = line.trim().to_string();
+            if t.starts_with("reuse run ")
+                || t.starts_with("LD_PRELOAD=$(reuse lib)")
+                || t.starts_with("systemfd ")
+            {
+                lines.push((doc.clone(), t));
+            }
+        }
+    }
+    assert!(
+        lines.len() >= 10,
+        "only {} server commands found in the documents",
+        lines.len()
+    );
+    if listening(PORT) || std::net::TcpListener::bind(("127.0.0.1", PORT)).is_err() {
+        skip("port 8000, which the documents' commands use, is taken on this machine");
+        return;
+    }
+    let dir = TempDir::new("documents-servers");
+    std::fs::copy(root.join("examples/python/app.py"), dir.0.join("app.py")).unwrap();
+    for name in ["app.js", "server.js"] {
+        std::fs::copy(root.join("examples/node/app.js"), dir.0.join(name)).unwrap();
+    }
+    let mut path = vec![reuse_bin().parent().unwrap().to_path_buf()];
+    if let Some(nodemon) = nodemon() {
+        path.push(nodemon.parent().unwrap().to_path_buf());
+    }
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(path).unwrap();
+    let mut ran = 0;
+    for (doc, line) in &lines {
+        let needs = [
+            ("nodemon", "npm ci in tests/node (.ci/install)"),
+            ("node", "apt-get install nodejs"),
+            (
+                "systemfd",
+                "cargo install systemfd --locked --version 0.4.6 (.ci/install)",
+            ),
+            ("python3", "apt-get install python3"),
+        ];
+        let missing = needs.iter().find(|(tool, install)| {
+            line.split_whitespace().any(|w| w == *tool)
+                && (if *tool == "nodemon" {
+                    nodemon().is_none()
+                } else {
+                    require(tool, install).is_none()
+                })
+        });
+        if missing.is_some() {
+            continue;
+        }
+        let mut group = Group::start(
+            Command::new("sh")
+                .arg("-c")
+                .arg(line)
+                .current_dir(&dir.0)
+                .env("PATH", &path)
+                .env("PORT", PORT.to_string()),
+        );
+        let served = wait_http("127.0.0.1", PORT, Duration::from_secs(15));
+        // As Ctrl-C would: the whole group, then time for reuse to take its rendezvous
+        // folder away once its command has exited.
+        let pgid = group.0.id() as i32;
+        let stopping = std::time::Instant::now();
+        common::kill(-pgid, libc::SIGTERM);
+        for _ in 0..200 {
+            let _ = group.0.try_wait();
+            if !common::kill(-pgid, 0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let err = group.kill();
+        assert!(
+            served.is_some(),
+            "{}: `{line}` answered nothing on port {PORT} within 15 s: {err}",
+            doc.display()
+        );
+        let mut free = false;
+        for _ in 0..100 {
+            if !listening(PORT) {
+                free = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            free,
+            "{}: `{line}` left port {PORT} listening",
+            doc.display()
+        );
+        eprintln!(
+            "{}: `{line}` served in {:?}, stopped in {:?}",
+            doc.display(),
+            served.unwrap_or_default(),
+            stopping.elapsed()
+        );
+        ran += 1;
+    }
+    assert!(ran > 0 || !in_ci(), "no server command ran");
 }
