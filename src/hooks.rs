@@ -265,10 +265,14 @@ unsafe fn bound_at_once(cfg: &Config, fd: c_int, addr: *const sockaddr, len: soc
                         u16::from_be(p.add(2).cast::<u16>().read_unaligned()),
                     )
                 };
-                // A bind the kernel accepted with this family was an inet socket's, and its
-                // port is at the same place in both; AF_UNSPEC (an AF_INET socket's
+                // The port is at the same place in both families. The length is checked as
+                // `endpoint::decode` checks it: a stale table entry can name a socket of
+                // another family (a packet socket takes any family with 16 bytes), and the
+                // short way must decide as the long one. AF_UNSPEC (an AF_INET socket's
                 // INADDR_ANY) takes the long way.
-                if family == libc::AF_INET as u16 || family == libc::AF_INET6 as u16 {
+                let inet = (family == libc::AF_INET as u16 && len >= 16)
+                    || (family == libc::AF_INET6 as u16 && len >= 24);
+                if inet {
                     if decision::port_wanted(cfg, port).is_ok() {
                         let e = set_int(fd, libc::SO_REUSEADDR, 1);
                         if e != 0 {
@@ -328,8 +332,8 @@ unsafe fn bound(cfg: &Config, fd: c_int, addr: *const sockaddr, len: socklen_t) 
     match decision::decide_for_wanted_port(cfg, transport) {
         Decision::Apply(o) => {
             // SAFETY: the caller's promise.
-            unsafe { apply(fd, &o, addr, len) };
-            if report::logs(Level::Info) {
+            let all_set = unsafe { apply(fd, &o, addr, len) };
+            if all_set && report::logs(Level::Info) {
                 // SAFETY: the caller's promise.
                 unsafe { log_applied(addr, len, transport, &o) };
             }
@@ -536,14 +540,17 @@ const LINGER_OPTION: (c_int, &str) = (libc::SO_LINGER, "SO_LINGER");
 const LINGER_OPTION: (c_int, &str) = (libc::SO_LINGER_SEC, "SO_LINGER_SEC");
 
 /// One setsockopt per option asked, the floor; a failure is reported and the bind goes on.
+/// Whether every option was set (only then is a line of what was set logged).
 ///
 /// # Safety
 /// As `accepted_address` (the address is decoded only to report a failure).
 #[inline(always)]
-unsafe fn apply(fd: c_int, o: &Options, addr: *const sockaddr, len: socklen_t) {
+unsafe fn apply(fd: c_int, o: &Options, addr: *const sockaddr, len: socklen_t) -> bool {
+    let mut all_set = true;
     if o.addr {
         let e = set_int(fd, libc::SO_REUSEADDR, 1);
         if e != 0 {
+            all_set = false;
             // SAFETY: the caller's promise.
             unsafe { option_failed(addr, len, "SO_REUSEADDR", e) };
         }
@@ -551,6 +558,7 @@ unsafe fn apply(fd: c_int, o: &Options, addr: *const sockaddr, len: socklen_t) {
     if o.port {
         let e = set_int(fd, libc::SO_REUSEPORT, 1);
         if e != 0 {
+            all_set = false;
             // SAFETY: the caller's promise.
             unsafe { option_failed(addr, len, "SO_REUSEPORT", e) };
         }
@@ -562,10 +570,12 @@ unsafe fn apply(fd: c_int, o: &Options, addr: *const sockaddr, len: socklen_t) {
         };
         let e = sys::set_option(fd, libc::SOL_SOCKET, LINGER_OPTION.0, &l);
         if e != 0 {
+            all_set = false;
             // SAFETY: the caller's promise.
             unsafe { option_failed(addr, len, LINGER_OPTION.1, e) };
         }
     }
+    all_set
 }
 
 /// # Safety

@@ -152,7 +152,7 @@ pub fn option_failed(ep: &Endpoint, name: &str, errno: i32) {
     at(Level::Warn, |l| {
         write!(
             l,
-            "{ep}: setting {name} failed (errno {errno}); binding without it"
+            "{ep}: setting {name} failed (errno {errno}); the socket goes on without it"
         )
     });
 }

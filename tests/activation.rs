@@ -99,17 +99,8 @@ fn a_socket_passed_to_another_process_is_left_alone() {
             .arg(format!(
                 "LISTEN_PID={pid} exec \"$0\" sock 4 tcp 127.0.0.1 {port}"
             ))
-            .arg(&probe)
-            .env("LISTEN_FDS", "1");
-        // SAFETY: dup2 and fcntl only, between fork and exec.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+            .arg(&probe);
+        pass_at_3(&mut c, fd);
         let out = run(&mut c, Duration::from_secs(20));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -174,7 +165,6 @@ fn start_unit(listener: &TcpListener, port: u16, log: &std::path::Path) -> Child
         .arg(server)
         .env("REUSE_LIB", lib_path())
         .env("PORT", port.to_string())
-        .env("LISTEN_FDS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(
@@ -185,15 +175,7 @@ fn start_unit(listener: &TcpListener, port: u16, log: &std::path::Path) -> Child
                 .unwrap(),
         )
         .process_group(0);
-    // SAFETY: dup2 and fcntl only, between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_at_3(&mut c, fd);
     spawn_retrying(&mut c).expect("reuse")
 }
 
@@ -342,22 +324,7 @@ fn a_passed_socket_stands_in_again_after_the_program_closed_its_own() {
          \x20   t.close()\n\
          \x20   s.close()\n"
     );
-    let mut c = command("sh", true);
-    c.arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$0\" -c \"$1\"")
-        .arg(python())
-        .arg(&script)
-        .env("LISTEN_FDS", "1");
-    // SAFETY: dup2 and fcntl only, between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = run(&mut c, Duration::from_secs(20));
+    let out = python_with_passed_socket(fd, &script);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let want = format!("bound {}\nsecond 98\n", passed_inode[0]).repeat(3);
     assert_eq!(text, want, "{}", String::from_utf8_lossy(&out.stderr));
@@ -419,12 +386,19 @@ fn a_passed_socket_kept_under_another_number_does_not_stand_in_twice() {
          except OSError as e:\n\
          \x20   print('refused', e.errno)\n"
     );
-    let mut c = command("sh", true);
-    c.arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$0\" -c \"$1\"")
-        .arg(python())
-        .arg(&script)
-        .env("LISTEN_FDS", "1");
+    let out = python_with_passed_socket(fd, &script);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused 98",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Has `c` start as under a service manager: `fd` at descriptor 3, inherited, and
+/// LISTEN_FDS=1 (LISTEN_PID is the caller's to set).
+fn pass_at_3(c: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    c.env("LISTEN_FDS", "1");
     // SAFETY: dup2 and fcntl only, between fork and exec.
     unsafe {
         c.pre_exec(move || {
@@ -434,11 +408,15 @@ fn a_passed_socket_kept_under_another_number_does_not_stand_in_twice() {
             Ok(())
         });
     }
-    let out = run(&mut c, Duration::from_secs(20));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "refused 98",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+}
+
+/// A Python script started with `fd` passed to it, LISTEN_PID its own PID.
+fn python_with_passed_socket(fd: std::os::fd::RawFd, script: &str) -> std::process::Output {
+    let mut c = command("sh", true);
+    c.arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" -c \"$1\"")
+        .arg(python())
+        .arg(script);
+    pass_at_3(&mut c, fd);
+    run(&mut c, Duration::from_secs(20))
 }

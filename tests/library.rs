@@ -690,6 +690,32 @@ fn failed_dups_leave_the_descriptor_table_alone() {
     );
 }
 
+/// A stale table entry (TCP, for a number a raw close freed) may name a socket of another
+/// family: a packet socket binds with sa_family AF_INET6 and 16 bytes. The library's short
+/// way for the usual configuration (REUSE_LOG below info) must decide as its long way (info)
+/// and as the kernel's answer alone would: no option on it. (The short way once read "lo"
+/// as a port and set SO_REUSEADDR.)
+#[test]
+fn a_stale_entry_for_a_packet_socket_gets_nothing_either_way() {
+    if probe().is_none() {
+        return;
+    }
+    if !is_root() {
+        assert!(
+            !in_ci(),
+            "CI runs as root (a packet socket needs CAP_NET_RAW)"
+        );
+        common::skip("a packet socket needs root");
+        return;
+    }
+    let (plain, _) = run_probe(false, &[], &["stalepacket"]);
+    assert_eq!(plain, "rc=0 errno=4242 reuseaddr=0", "without the library");
+    for level in ["warn", "info"] {
+        let (out, err) = run_probe(true, &[("REUSE_LOG", level)], &["stalepacket"]);
+        assert_eq!(out, plain, "REUSE_LOG={level}: {err}");
+    }
+}
+
 /// MPTCP is a TCP listener to every client (and leaves TIME_WAIT alike); an AF_INET socket
 /// bound with sin_family AF_UNSPEC and INADDR_ANY, which Linux takes, is a v4 bind. Both get
 /// the options.

@@ -42,6 +42,9 @@
  *   probe exec NAME=VALUE... -- PROGRAM ARG...
  *                                      execs PROGRAM with exactly those environment entries
  *                                      (duplicates kept) and PATH
+ *   probe stalepacket                  a TCP socket's number freed by a raw close and taken
+ *                                      by a packet socket (root), bound with sa_family
+ *                                      AF_INET6 and 16 bytes: rc errno reuseaddr
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -321,6 +324,26 @@ static int do_dup_stale(int port) {
     return bind_loopback_and_print(d, port);
 }
 
+/* The table still says TCP for a number a raw close freed; a packet socket (made by a raw
+ * system call, so the hooks never see it) takes the number and binds with sa_family AF_INET6
+ * and 16 bytes, which packet sockets accept whatever the family. */
+#include <linux/if_ether.h>
+static int do_stalepacket(void) {
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    syscall(SYS_close, t);
+    int p = syscall(SYS_socket, AF_PACKET, SOCK_PACKET, htons(ETH_P_ALL));
+    if (p < 0) { printf("socket errno=%d\n", errno); return 0; }
+    if (p != t) { printf("number %d, not %d\n", p, t); return 2; }
+    struct sockaddr sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_family = AF_INET6;
+    strcpy(sa.sa_data, "lo");
+    errno = 4242;
+    int rc = bind(p, &sa, sizeof sa);
+    printf("rc=%d errno=%d reuseaddr=%d\n", rc, errno, opt(p, SO_REUSEADDR));
+    return 0;
+}
+
 /* A daemon that closed its stderr and got descriptor 2 back for a data file, then binds a
  * port that is taken (the library would have a warning to write). */
 static int do_closed2(const char *file, int port) {
@@ -515,6 +538,7 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "dup3") == 0) return do_dup3(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "sigfirst") == 0) return do_sigfirst(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "dupstale") == 0) return do_dup_stale(atoi(argv[2]));
+    if (argc >= 2 && strcmp(argv[1], "stalepacket") == 0) return do_stalepacket();
     if (argc >= 4 && strcmp(argv[1], "closed2") == 0) return do_closed2(argv[2], atoi(argv[3]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");
     return 2;
