@@ -69,13 +69,16 @@ pub fn require(tool: &str, install: &str) -> Option<PathBuf> {
     found
 }
 
-/// Says that a test is skipped and why, on stderr (shown by `cargo test -- --nocapture`)
-/// and in target/test-skips.log, one line per skip, which .ci/run counts in its closing
-/// line and clears before each run: no skip is silent. Under CI=true a skip is a failure.
+/// Says that a test is skipped and why, on stderr past the test harness's capture (so a
+/// plain `cargo test` shows it beside the test's `ok`), and in target/test-skips.log, one
+/// line per skip, which .ci/run counts in its closing line and clears before each run: no
+/// skip is silent. Under CI=true a skip is a failure.
 pub fn skip(why: &str) {
+    use std::io::Write;
     assert!(!in_ci(), "skipped under CI=true: {why}");
-    eprintln!("SKIP: {why}");
     let test = std::thread::current().name().unwrap_or("?").to_string();
+    // Written to the stream itself, not with eprintln!, which the harness captures.
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -85,7 +88,6 @@ pub fn skip(why: &str) {
         .map_or(exe.as_str(), |(b, _)| b)
         .to_string();
     let line = format!("{bin}::{test}: {why}\n");
-    use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -327,7 +327,9 @@ static int do_dup_stale(int port) {
 /* The table still says TCP for a number a raw close freed; a packet socket (made by a raw
  * system call, so the hooks never see it) takes the number and binds with sa_family AF_INET6
  * and 16 bytes, which packet sockets accept whatever the family. */
-#include <linux/if_ether.h>
+#ifndef ETH_P_ALL
+#define ETH_P_ALL 0x0003 /* <linux/if_ether.h>, which musl-gcc does not see */
+#endif
 static int do_stalepacket(void) {
     int t = socket(AF_INET, SOCK_STREAM, 0);
     syscall(SYS_close, t);
