@@ -346,13 +346,8 @@ fn a_listener_the_program_put_at_descriptor_3_is_not_taken_for_a_passed_one() {
          s = socket.socket()\n\
          assert s.fileno() == 3, s.fileno()\n\
          s.bind(('127.0.0.1', {port}))\n\
-         s.listen()\n\
-         t = socket.socket()\n\
-         try:\n\
-         \x20   t.bind(('127.0.0.1', {port}))\n\
-         \x20   print('bound twice')\n\
-         except OSError as e:\n\
-         \x20   print('refused', e.errno)\n"
+         s.listen()\n{}",
+        bind_again(port)
     );
     let mut c = command(python(), true);
     c.arg("-c").arg(&script).env("LISTEN_FDS", "1");
@@ -378,13 +373,8 @@ fn a_passed_socket_kept_under_another_number_does_not_stand_in_twice() {
          s = socket.socket()\n\
          s.bind(('127.0.0.1', {port}))\n\
          kept = os.dup(s.fileno())\n\
-         s.close()\n\
-         t = socket.socket()\n\
-         try:\n\
-         \x20   t.bind(('127.0.0.1', {port}))\n\
-         \x20   print('bound again')\n\
-         except OSError as e:\n\
-         \x20   print('refused', e.errno)\n"
+         s.close()\n{}",
+        bind_again(port)
     );
     let out = python_with_passed_socket(fd, &script);
     assert_eq!(
@@ -419,4 +409,17 @@ fn python_with_passed_socket(fd: std::os::fd::RawFd, script: &str) -> std::proce
         .arg(script);
     pass_at_3(&mut c, fd);
     run(&mut c, Duration::from_secs(20))
+}
+
+/// Python lines that bind a new socket to `port` and print `bound again`, or `refused
+/// ERRNO`.
+fn bind_again(port: u16) -> String {
+    format!(
+        "t = socket.socket()\n\
+         try:\n\
+         \x20   t.bind(('127.0.0.1', {port}))\n\
+         \x20   print('bound again')\n\
+         except OSError as e:\n\
+         \x20   print('refused', e.errno)\n"
+    )
 }
