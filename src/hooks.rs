@@ -258,21 +258,11 @@ unsafe fn bound_at_once(cfg: &Config, fd: c_int, addr: *const sockaddr, len: soc
         match socket_kinds::is_tcp(fd) {
             Some(true) => {
                 // SAFETY: the kernel read `len` (at least 4) bytes there for this bind.
-                let (family, port) = unsafe {
-                    let p = addr.cast::<u8>();
-                    (
-                        p.cast::<u16>().read_unaligned(),
-                        u16::from_be(p.add(2).cast::<u16>().read_unaligned()),
-                    )
-                };
-                // The port is at the same place in both families. The length is checked as
-                // `endpoint::decode` checks it: a stale table entry can name a socket of
-                // another family (a packet socket takes any family with 16 bytes), and the
-                // short way must decide as the long one. AF_UNSPEC (an AF_INET socket's
-                // INADDR_ANY) takes the long way.
-                let inet = (family == libc::AF_INET as u16 && len >= 16)
-                    || (family == libc::AF_INET6 as u16 && len >= 24);
-                if inet {
+                let [family, port] = unsafe { addr.cast::<[u16; 2]>().read_unaligned() };
+                // The family's length is checked as the full decoding checks it (a stale
+                // table entry can name a packet socket, which takes any family); AF_UNSPEC
+                // (an AF_INET socket's INADDR_ANY) takes the long way.
+                if let Some(port) = endpoint::inet_port_linux(family, port, len as usize) {
                     if decision::port_wanted(cfg, port).is_ok() {
                         let e = set_int(fd, libc::SO_REUSEADDR, 1);
                         if e != 0 {
@@ -301,9 +291,9 @@ unsafe fn bound_in_full(cfg: &Config, fd: c_int, addr: *const sockaddr, len: soc
     0
 }
 
-/// After a bind that succeeded at once: the options, for the TIME_WAIT and sharing to come.
-/// The hot path: the port and the socket's kind decide; the address is decoded whole only
-/// for a line of log.
+/// After a bind that succeeded at once, the long way (any configuration, a socket the table
+/// does not know, lines to log): the options, for the TIME_WAIT and sharing to come. The
+/// port and the socket's kind decide; the address is decoded whole only for a line of log.
 ///
 /// # Safety
 /// As `accepted_address`.

@@ -173,12 +173,45 @@ pub fn decode_port(bytes: &[u8], abi: SockaddrAbi, unspec_is_v4: bool) -> Option
     accepted.then_some(port)
 }
 
+/// The port of an address the kernel accepted for a bind, from its first two 16-bit words
+/// as memory holds them (the family, then the port in network order, at the same place in
+/// both families in Linux's layout) and its length alone, where those decide it as
+/// `decode_port` decides it: an AF_INET address of 16 bytes or more, an AF_INET6 one of 24
+/// or more. None where `decode_port` must be asked (AF_UNSPEC, any other family, a shorter
+/// length). The bind hook's short way: one word read, no slice.
+#[inline(always)]
+pub fn inet_port_linux(family: u16, port_as_stored: u16, len: usize) -> Option<u16> {
+    let abi = SockaddrAbi::LINUX;
+    let inet = (family == abi.af_inet && len >= SIN_LEN)
+        || (family == abi.af_inet6 && len >= SIN6_LEN_RFC2133);
+    inet.then_some(u16::from_be(port_as_stored))
+}
+
 #[cfg(test)]
 mod port_tests {
     use super::*;
     use proptest::prelude::*;
 
     proptest! {
+        /// Where the short way answers, it answers as `decode_port` does (given what the
+        /// hook gives it: at most DECODED_MAX bytes of an address of `len`); where it does
+        /// not, `decode_port` answers only for AF_UNSPEC, which takes the long way.
+        #[test]
+        fn the_short_way_reads_the_port_decode_port_reads(
+            bytes in proptest::collection::vec(any::<u8>(), DECODED_MAX),
+            family in proptest::sample::select(std::vec![0u16, 1, 2, 10, 17, 30]),
+            len in 0usize..1000,
+        ) {
+            let mut b = bytes.clone();
+            b[..2].copy_from_slice(&family.to_ne_bytes());
+            let full = decode_port(&b[..len.min(DECODED_MAX)], SockaddrAbi::LINUX, true);
+            let stored = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+            match inet_port_linux(stored(0), stored(2), len) {
+                Some(p) => prop_assert_eq!(full, Some(p)),
+                None => prop_assert!(full.is_none() || family == 0),
+            }
+        }
+
         #[test]
         fn decode_port_is_decode_s_port(
             bytes in proptest::collection::vec(any::<u8>(), 0..40),
