@@ -165,6 +165,9 @@ fn start_unit(listener: &TcpListener, port: u16, log: &std::path::Path) -> Child
         .arg(server)
         .env("REUSE_LIB", lib_path())
         .env("PORT", port.to_string())
+        // The rendezvous folder in the test's own folder: reuse is SIGKILLed here and
+        // cannot take it away itself.
+        .env("XDG_RUNTIME_DIR", log.parent().unwrap())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(

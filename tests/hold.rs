@@ -182,7 +182,9 @@ fn no_connection_is_refused_while_nodemon_restarts_a_node_app_15_times() {
         let mut c = command(reuse_bin(), false);
         c.env("REUSE_LIB", lib_path())
             .current_dir(&d)
-            .env("PORT", port.to_string());
+            .env("PORT", port.to_string())
+            // The rendezvous folder in the test's own: reuse is killed here.
+            .env("XDG_RUNTIME_DIR", &d);
         c.arg("run");
         if hold {
             c.args(["--hold", &port.to_string()]);
@@ -270,7 +272,9 @@ fn the_hand_over_socket_refuses_ports_not_held_and_survives_a_silent_peer() {
         app = repo_root().join("examples/python/app.py").display()
     );
     let mut c = command(reuse_bin(), false);
-    c.env("REUSE_LIB", lib_path()).env("PORT", port.to_string());
+    c.env("REUSE_LIB", lib_path())
+        .env("PORT", port.to_string())
+        .env("XDG_RUNTIME_DIR", &dir);
     c.args([
         "run",
         "--hold",
@@ -875,7 +879,8 @@ fn silent_clients_do_not_stall_the_hand_over() {
         app = repo_root().join("examples/python/app.py").display()
     );
     let mut c = reuse_run(&["--hold", &port.to_string(), "--", "sh", "-c", &script]);
-    c.env("PORT", port.to_string());
+    c.env("PORT", port.to_string())
+        .env("XDG_RUNTIME_DIR", dir.path());
     let _reuse = spawn("reuse", &mut c);
     assert!(wait_file(&dir.join("path"), Duration::from_secs(10)));
     let path = std::fs::read_to_string(dir.join("path")).unwrap();
