@@ -436,11 +436,11 @@ pub fn nodemon() -> Option<PathBuf> {
     require("node", "apt-get install nodejs")?;
     let p = repo_root().join("tests/node/node_modules/.bin/nodemon");
     if !p.exists() {
-        assert!(
-            !in_ci(),
-            "nodemon is required under CI=true: .ci/install (npm ci in tests/node)"
-        );
-        skip("nodemon missing; run .ci/install");
+        let hint = "cd tests/node && npm ci (or run .ci/install)";
+        assert!(!in_ci(), "nodemon is required under CI=true: {hint}");
+        skip(&format!(
+            "nodemon is not installed; install it with: {hint}"
+        ));
         return None;
     }
     Some(p)

@@ -53,20 +53,8 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
         ));
         return None;
     }
-    common::require("node", "apt-get install nodejs")?;
     common::require("cc", "apt-get install gcc")?;
-    let bin = common::repo_root().join("tests/node/node_modules/.bin");
-    if !bin.join("nodemon").exists() {
-        let hint = "cd tests/node && npm ci (or run .ci/install)";
-        assert!(
-            !common::in_ci(),
-            "nodemon is required under CI=true: {hint}"
-        );
-        common::skip(&format!(
-            "nodemon is not installed; install it with: {hint}"
-        ));
-        return None;
-    }
+    let bin = common::nodemon()?.parent()?.to_path_buf();
     Some((common::target_dir(), bin))
 }
 

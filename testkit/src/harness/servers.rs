@@ -70,23 +70,6 @@ fn python(preload: bool) -> Command {
     c
 }
 
-fn nodemon() -> Option<PathBuf> {
-    common::require("node", "apt-get install nodejs")?;
-    let bin = common::repo_root().join("tests/node/node_modules/.bin/nodemon");
-    if bin.exists() {
-        return Some(bin);
-    }
-    let hint = "cd tests/node && npm ci (or run .ci/install)";
-    assert!(
-        !common::in_ci(),
-        "nodemon is required under CI=true: {hint}"
-    );
-    common::skip(&format!(
-        "nodemon is not installed; install it with: {hint}"
-    ));
-    None
-}
-
 fn nodemon_version() -> String {
     let p = common::repo_root().join("tests/node/node_modules/nodemon/package.json");
     let text = std::fs::read_to_string(p).unwrap_or_default();
@@ -392,7 +375,7 @@ fn example_copies(tag: &str, example: &str, files: &[&str]) -> (TempDir, [PathBu
 
 /// nodemon restarting examples/node/app.js with examples/node/nodemon.json.
 pub fn nodemon_node_app() -> Option<Spec> {
-    let nodemon = nodemon()?;
+    let nodemon = common::nodemon()?;
     let (dir, dirs) = example_copies("nodemon-node", "node", &["app.js", "nodemon.json"]);
     let watched = dirs.clone().map(|d| d.join("app.js"));
     Some(Spec {
@@ -420,7 +403,7 @@ pub fn nodemon_node_app() -> Option<Spec> {
 /// nodemon restarting examples/python/app.py, with the command line its README gives (the
 /// real interpreter's path for `python3`, as everywhere in the tests).
 pub fn nodemon_python_app() -> Option<Spec> {
-    let nodemon = nodemon()?;
+    let nodemon = common::nodemon()?;
     let (dir, dirs) = example_copies("nodemon-python", "python", &["app.py"]);
     let watched = dirs.clone().map(|d| d.join("app.py"));
     let py = common::python();
