@@ -30,6 +30,7 @@ use crate::{handover, report, sys};
 const MAX: usize = 64;
 
 /// What each passed descriptor held at load: (device, inode) of the socket, 0 if none.
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static PASSED: [(AtomicU64, AtomicU64); MAX] =
     [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX];
 
@@ -68,6 +69,7 @@ fn available(n: usize, passed: c_int) -> bool {
 }
 
 /// Two threads binding the same address at once take turns here.
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static ADOPTING: AtomicBool = AtomicBool::new(false);
 
 fn int_option(fd: c_int, name: c_int) -> Option<c_int> {

@@ -12,6 +12,7 @@ use libc::c_int;
 
 /// `__errno_location`, once found (0: not yet).
 #[cfg(not(target_vendor = "apple"))]
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static LOCATION: AtomicUsize = AtomicUsize::new(0);
 
 #[cfg(not(target_vendor = "apple"))]

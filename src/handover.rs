@@ -29,6 +29,7 @@ const ANSWER_TIMEOUT_S: i64 = 5;
 
 /// The PID of the `reuse` command that answered last: it holds the port on this process's
 /// behalf, so it is never the holder to name or stop.
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
 
 pub fn command_pid() -> i32 {
@@ -320,6 +321,7 @@ pub enum Outcome {
 /// Says once per process that hold mode cannot read bind addresses here (process_vm_readv
 /// refused, as a seccomp filter can), so the server binds without the held socket.
 pub fn cannot_read_addresses(errno: c_int) {
+    #[cfg_attr(target_os = "linux", link_section = ".data")]
     static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, Ordering::Relaxed) {
         report::at(Level::Warn, |l| {

@@ -12,7 +12,10 @@
 //!
 //! The library is `no_std` with `panic = "abort"`: no unwinder, no allocator, no libgcc_s,
 //! and no import: two segments to map into every process that inherits the environment, and
-//! nothing for the loader to look up.
+//! nothing for the loader to look up. Its zero-initialized statics are put in `.data`
+//! (`link_section`) rather than `.bss`: with no `.bss`, the data segment's file size is its
+//! memory size, and the loader has no partial page to clear at every exec (a `memset` of
+//! about 3 kB, some 220 instructions).
 #![cfg_attr(not(test), no_std)]
 // What could abort a host, or a diagnosis in it: never outside tests.
 #![cfg_attr(

@@ -30,6 +30,7 @@ mod elf {
 
     macro_rules! real {
         ($get:ident, $slot:ident, $name:literal, $ty:ty, $fallback:path) => {
+            #[cfg_attr(target_os = "linux", link_section = ".data")]
             static $slot: AtomicUsize = AtomicUsize::new(0);
 
             /// The real function, found on its first call.
@@ -98,6 +99,7 @@ mod elf {
     }
 
     /// Where `environ` lives (the program's copy, if it has one), as found at load.
+    #[cfg_attr(target_os = "linux", link_section = ".data")]
     static ENVIRON: AtomicUsize = AtomicUsize::new(0);
 
     pub fn environ() -> *const *const *const core::ffi::c_char {
@@ -170,6 +172,7 @@ mod elf {
         target_env = "gnu",
         any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
+    #[cfg_attr(target_os = "linux", link_section = ".data")]
     pub static DLOPEN: AtomicUsize = AtomicUsize::new(0);
 
     mod fallback {

@@ -44,8 +44,11 @@ pub fn pid() -> i32 {
 /// client connection; a log line written there would corrupt it. So lines go to
 /// descriptor 2 only while it is still the file it was at load, and never to an inet
 /// socket (Unix sockets are fine: journald's stderr under systemd is one).
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static STDERR_DEV: AtomicU64 = AtomicU64::new(0);
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static STDERR_INO: AtomicU64 = AtomicU64::new(0);
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static STDERR_OK: AtomicBool = AtomicBool::new(false);
 
 // st_dev and st_ino are u64 on Linux but narrower or signed on macOS.

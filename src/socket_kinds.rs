@@ -34,8 +34,10 @@ const NOT_INET: u8 = 16;
 const SLOTS: usize = 1 << 20;
 type Table = [AtomicU8; SLOTS];
 
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static KINDS: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
 /// The mapping failed once: a system call per socket to fail again would buy nothing.
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static NO_TABLE: AtomicBool = AtomicBool::new(false);
 
 fn table() -> Option<&'static Table> {

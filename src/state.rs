@@ -21,10 +21,12 @@ const ACTIVE: u8 = 2;
 /// Invalid configuration or secure execution: every hook passes straight through.
 const INERT: u8 = 3;
 
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static STATE: AtomicU8 = AtomicU8::new(UNREAD);
 
 /// How many listening sockets a service manager passed (LISTEN_FDS, for this process); 0:
 /// none. Written before STATE is published.
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static ACTIVATION: AtomicU32 = AtomicU32::new(0);
 
 /// The sockets passed by socket activation, if any (from descriptor 3 on).
@@ -39,11 +41,14 @@ struct Slot(UnsafeCell<MaybeUninit<Config>>);
 // SAFETY: written once by the thread that moved STATE from UNREAD to READING, read only
 // after STATE is ACTIVE (Release/Acquire), never written again.
 unsafe impl Sync for Slot {}
-static CONFIG: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
+// Holds the default from the start (in the library's data, not written at load): a process
+// with no REUSE_ variable, the usual case, publishes it as it is.
+static CONFIG: Slot = Slot(UnsafeCell::new(MaybeUninit::new(Config::DEFAULT)));
 
 /// `decision::tcp_addr_only` of the active configuration, published with it (read after
 /// `active` returned it).
 #[cfg(target_os = "linux")]
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static TCP_ADDR_ONLY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 #[cfg(target_os = "linux")]
@@ -108,6 +113,7 @@ fn reuse_entries() -> impl Iterator<Item = &'static [u8]> {
 
 /// The environment as glibc's loader passed it to the constructor (null: not so).
 #[cfg(not(target_vendor = "apple"))]
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static LOADER_ENVP: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Whether the environment glibc's loader passed holds a REUSE_ or LISTEN_ entry; when it
@@ -123,6 +129,10 @@ static ENV_HAS_OURS: core::sync::atomic::AtomicBool = core::sync::atomic::Atomic
 /// `envp` is a NULL-terminated array of NUL-terminated strings.
 #[cfg(target_os = "linux")]
 unsafe fn scan_environment(envp: *const *const c_char) -> (*const *const c_char, bool) {
+    // Every exec under the library pays this loop once per variable, so an entry that cannot
+    // be ours costs one bit test of its first byte: the bits of 'R' and 'L' modulo 64 (a
+    // few control and high bytes share them, and the full check below turns them away).
+    const FIRST: u64 = 1 << (b'R' & 63) | 1 << (b'L' & 63);
     let mut ours = false;
     let mut p = envp;
     // SAFETY: the caller's promise; each entry is compared up to its first differing byte,
@@ -134,11 +144,11 @@ unsafe fn scan_environment(envp: *const *const c_char) -> (*const *const c_char,
                 break;
             }
             let first = *entry.cast::<u8>();
-            if first == b'R' || first == b'L' {
-                ours |= is_ours(entry.cast());
-                if first == b'L' {
-                    note_library_path(entry.cast());
-                    note_preloads(entry.cast());
+            if FIRST >> (first & 63) & 1 != 0 {
+                // The first byte is not the NUL, so the second is there.
+                let two = [first, *entry.cast::<u8>().add(1)];
+                if matches!(&two, b"RE" | b"LI" | b"LD") {
+                    ours |= note_entry(entry.cast());
                 }
             }
             p = p.add(1);
@@ -147,9 +157,29 @@ unsafe fn scan_environment(envp: *const *const c_char) -> (*const *const c_char,
     (p, ours)
 }
 
+/// The few entries that pass the first byte's test: whether it is ours, and what the DEEPBIND
+/// search and the preload check keep of LD_ entries.
+///
+/// # Safety
+/// `bytes` is a NUL-terminated string of the loader's environment.
+#[cfg(target_os = "linux")]
+#[cold]
+#[inline(never)]
+unsafe fn note_entry(bytes: *const u8) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if *bytes == b'L' {
+            note_library_path(bytes);
+            note_preloads(bytes);
+        }
+        is_ours(bytes)
+    }
+}
+
 /// LD_LIBRARY_PATH as the program started with it (its value's address), for the DEEPBIND
 /// search (`deepbind`), which must search it where glibc does; 0 if unset.
 #[cfg(target_os = "linux")]
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static LIBRARY_PATH: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// # Safety
@@ -243,6 +273,7 @@ unsafe fn aligned_word(w: *const usize) -> usize {
 /// Whether LD_PRELOAD names another library after this one: the loader runs the
 /// constructors of preloaded libraries last-listed first, so theirs ran before this one's.
 #[cfg(target_os = "linux")]
+#[cfg_attr(target_os = "linux", link_section = ".data")]
 static OTHERS_PRELOADED: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 
@@ -435,6 +466,15 @@ fn read_now(at_load: bool) -> Option<&'static Config> {
         return None;
     }
     report::remember_stderr();
+    #[cfg(target_os = "linux")]
+    if !ENV_HAS_OURS.load(Ordering::Relaxed) {
+        // SAFETY: CONFIG holds Config::DEFAULT, never written before STATE leaves READING.
+        let cfg = unsafe { (*CONFIG.0.get()).assume_init_ref() };
+        report::set_level(cfg.log);
+        TCP_ADDR_ONLY.store(reuse_core::decision::tcp_addr_only(cfg), Ordering::Relaxed);
+        STATE.store(ACTIVE, Ordering::Release);
+        return Some(cfg);
+    }
     // SAFETY: this thread alone holds READING.
     let cfg = unsafe { (*CONFIG.0.get()).write(Config::default()) };
     let (mut listen_fds, mut listen_pid) = (None, None);

@@ -216,17 +216,22 @@ pub fn parse_hold_path(value: &[u8]) -> Result<([u8; HOLD_PATH_MAX], u8), Config
     Ok((path, value.len() as u8))
 }
 
+impl Config {
+    /// No variable set: every nonzero port, SO_REUSEADDR, TCP, warnings.
+    pub const DEFAULT: Config = Config {
+        ports: PortSet::all(),
+        options: Options::DEFAULT,
+        protocols: Protocols::DEFAULT,
+        log: Level::Warn,
+        wait_ms: 0,
+        takeover: false,
+        hold: None,
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            ports: PortSet::all(),
-            options: Options::DEFAULT,
-            protocols: Protocols::DEFAULT,
-            log: Level::Warn,
-            wait_ms: 0,
-            takeover: false,
-            hold: None,
-        }
+        Config::DEFAULT
     }
 }
 
