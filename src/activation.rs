@@ -22,7 +22,7 @@ use reuse_core::activation::{Activation, FIRST_FD};
 use reuse_core::config::Level;
 use reuse_core::decision::Transport;
 use reuse_core::endpoint::{self, Endpoint};
-use reuse_core::line::Write;
+use reuse_core::put;
 
 use crate::{handover, report, sys};
 
@@ -123,10 +123,16 @@ pub fn adopt(act: Activation, fd: c_int, ep: &Endpoint, transport: Transport) ->
             return false;
         }
         report::at(Level::Info, |l| {
-            write!(
+            put!(
                 l,
-                "{ep} {}: the socket passed by the service manager (LISTEN_FDS, descriptor {passed}, bound to {at})",
-                transport.name()
+                ep,
+                " ",
+                transport.name(),
+                ": the socket passed by the service manager (LISTEN_FDS, descriptor ",
+                passed,
+                ", bound to ",
+                at,
+                ")"
             )
         });
         return true;

@@ -11,7 +11,7 @@ use reuse_core::config::{Config, Level};
 use reuse_core::decision::Transport;
 use reuse_core::endpoint::Endpoint;
 use reuse_core::in_use::{self, Cause, Holder};
-use reuse_core::line::Write;
+use reuse_core::put;
 
 use crate::procfs::{self, Ancestry};
 use crate::{report, sys};
@@ -94,10 +94,12 @@ pub fn after(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> (c_int, c_in
         if result.0 == 0 {
             let took = sys::monotonic_ms().saturating_sub(t0);
             report::at(Level::Info, |l| {
-                write!(
+                put!(
                     l,
-                    "{}: bound after waiting {took} ms for the port's holder",
-                    f.ep
+                    f.ep,
+                    ": bound after waiting ",
+                    took,
+                    " ms for the port's holder"
                 )
             });
             return result;
@@ -155,22 +157,28 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
         };
         if let Some(why) = refusal {
             report::at(Level::Warn, |l| {
-                write!(
+                put!(
                     l,
-                    "{ep}: not taking over from PID {} ({}): {}",
+                    ep,
+                    ": not taking over from PID ",
                     owner.pid,
+                    " (",
                     owner.name(),
+                    "): ",
                     why.text()
                 )
             });
             continue;
         }
         report::at(Level::Warn, |l| {
-            write!(
+            put!(
                 l,
-                "{ep}: taking over: stopping PID {} ({}), an earlier instance of this program still listening (REUSE_TAKEOVER=1)",
+                ep,
+                ": taking over: stopping PID ",
                 owner.pid,
-                owner.name()
+                " (",
+                owner.name(),
+                "), an earlier instance of this program still listening (REUSE_TAKEOVER=1)"
             )
         });
         // What matters is the port, not the process: bind as soon as it is released (a
@@ -189,17 +197,21 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
             && procfs::owner_of(inode, &skip).is_some_and(|o| o.pid == owner.pid)
         {
             report::at(Level::Warn, |l| {
-                write!(
+                put!(
                     l,
-                    "{ep}: PID {} still holds the port after {grace} ms: SIGKILL",
-                    owner.pid
+                    ep,
+                    ": PID ",
+                    owner.pid,
+                    " still holds the port after ",
+                    grace,
+                    " ms: SIGKILL"
                 )
             });
             sys::kill(owner.pid, libc::SIGKILL);
             r = retry(attempt, 1000);
         }
         if r.0 == 0 {
-            report::at(Level::Info, |l| write!(l, "{ep}: bound after taking over"));
+            report::at(Level::Info, |l| put!(l, ep, ": bound after taking over"));
         }
         return Some(r);
     }
@@ -219,12 +231,18 @@ pub fn announce_sharing(ep: &Endpoint, transport: Transport, also_skip: i32) {
                 "connections"
             };
             report::at(Level::Warn, |l| {
-                write!(
+                put!(
                     l,
-                    "{ep} {}: SO_REUSEPORT: now sharing this port with PID {} ({}); {what} are split between the two",
+                    ep,
+                    " ",
                     transport.name(),
+                    ": SO_REUSEPORT: now sharing this port with PID ",
                     o.pid,
-                    o.name()
+                    " (",
+                    o.name(),
+                    "); ",
+                    what,
+                    " are split between the two"
                 )
             });
             return;

@@ -95,7 +95,7 @@ type Hooks = [Hook; 6];
 
 /// The hooked names, each with its hook (definitions found later).
 fn hooks() -> Hooks {
-    use crate::hooks::*;
+    let [socket, bind, close, dup, dup2, dup3] = crate::hooks::addresses();
     let hook = |name: &'static [u8], hook: usize| Hook {
         name,
         hook,
@@ -103,12 +103,12 @@ fn hooks() -> Hooks {
         count: 0,
     };
     [
-        hook(b"socket", reuse_socket as *const () as usize),
-        hook(b"bind", reuse_bind as *const () as usize),
-        hook(b"close", reuse_close as *const () as usize),
-        hook(b"dup", reuse_dup as *const () as usize),
-        hook(b"dup2", reuse_dup2 as *const () as usize),
-        hook(b"dup3", reuse_dup3 as *const () as usize),
+        hook(b"socket", socket),
+        hook(b"bind", bind),
+        hook(b"close", close),
+        hook(b"dup", dup),
+        hook(b"dup2", dup2),
+        hook(b"dup3", dup3),
     ]
 }
 
@@ -423,7 +423,7 @@ unsafe extern "C" fn find_definitions(
         let Some((_, phdrs, base)) = object_of(info) else {
             return 0;
         };
-        if contains(phdrs, base, crate::hooks::reuse_bind as *const () as usize) {
+        if contains(phdrs, base, crate::hooks::addresses()[1]) {
             job.after_me = true;
             return 0;
         }
@@ -466,7 +466,7 @@ unsafe extern "C" fn patch_target(
         if base != job.target || skipped(name) {
             return 0;
         }
-        if contains(phdrs, base, crate::hooks::reuse_bind as *const () as usize) {
+        if contains(phdrs, base, crate::hooks::addresses()[1]) {
             return 0; // this library
         }
         let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) else {

@@ -20,7 +20,7 @@ use libc::{c_int, sockaddr_un};
 use reuse_core::config::{Hold, Level};
 use reuse_core::endpoint::{self, Endpoint, SockaddrAbi};
 use reuse_core::hold_protocol::{Message, Reply, Request, REPLY_LEN};
-use reuse_core::line::Write;
+use reuse_core::put;
 
 use crate::{errno, real, report, sys};
 
@@ -325,10 +325,7 @@ pub fn cannot_read_addresses(errno: c_int) {
     static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, Ordering::Relaxed) {
         report::at(Level::Warn, |l| {
-            write!(
-                l,
-                "hold mode cannot read this process's bind addresses (process_vm_readv failed with errno {errno}: a seccomp filter?); its binds go on without the held sockets"
-            )
+            put!(l, "hold mode cannot read this process's bind addresses (process_vm_readv failed with errno ", errno, ": a seccomp filter?); its binds go on without the held sockets")
         });
     }
 }
@@ -345,19 +342,27 @@ pub fn take(hold: &Hold, fd: c_int, request: &Request) -> Outcome {
         Ok(c) => c,
         Err(why) => {
             report::at(Level::Warn, |l| {
-                write!(l, "{ep}: ")?;
+                put!(l, ep, ": ");
                 match why {
-                    Unreachable::Gone => l.write_str("the reuse command holding this port is gone"),
-                    Unreachable::Forbidden => l.write_str(
-                        "the reuse command holding this port belongs to another user (its hand-over socket is not this user's to use)",
-                    ),
-                    Unreachable::Stranger(uid) => write!(
+                    Unreachable::Gone => put!(l, "the reuse command holding this port is gone"),
+                    Unreachable::Forbidden => put!(
                         l,
-                        "refused the hand-over socket at REUSE_HOLD: it is answered by uid {uid}, neither this user nor root"
+                        "the reuse command holding this port belongs to another user (its hand-over socket is not this user's to use)"
                     ),
-                    Unreachable::Other(e) => write!(l, "cannot reach the reuse command holding this port (errno {e})"),
-                }?;
-                l.write_str("; binding without it")
+                    Unreachable::Stranger(uid) => put!(
+                        l,
+                        "refused the hand-over socket at REUSE_HOLD: it is answered by uid ",
+                        uid,
+                        ", neither this user nor root"
+                    ),
+                    Unreachable::Other(e) => put!(
+                        l,
+                        "cannot reach the reuse command holding this port (errno ",
+                        e,
+                        ")"
+                    ),
+                }
+                put!(l, "; binding without it");
             });
             return Outcome::Unavailable;
         }
@@ -380,15 +385,12 @@ pub fn take(hold: &Hold, fd: c_int, request: &Request) -> Outcome {
             );
             if ok {
                 report::at(Level::Info, |l| {
-                    write!(l, "{ep} tcp: the socket held by reuse")
+                    put!(l, ep, " tcp: the socket held by reuse")
                 });
                 Outcome::Installed
             } else {
                 report::at(Level::Warn, |l| {
-                    write!(
-                        l,
-                        "{ep}: refused the descriptor handed over: not a listening TCP socket bound to this address; binding without it"
-                    )
+                    put!(l, ep, ": refused the descriptor handed over: not a listening TCP socket bound to this address; binding without it")
                 });
                 Outcome::Unavailable
             }
@@ -396,29 +398,19 @@ pub fn take(hold: &Hold, fd: c_int, request: &Request) -> Outcome {
         Some((Reply::Fail(e), _)) => Outcome::Failed(e),
         Some((Reply::BindYourself, _)) => {
             report::at(Level::Info, |l| {
-                write!(
-                    l,
-                    "{ep}: another live instance has the held socket; binding a socket of this process's own (SO_REUSEPORT sharing was asked)"
-                )
+                put!(l, ep, ": another live instance has the held socket; binding a socket of this process's own (SO_REUSEPORT sharing was asked)")
             });
             Outcome::Unavailable
         }
         Some((Reply::NotHeld, _)) => {
             report::at(Level::Warn, |l| {
-                write!(
-                    l,
-                    "{ep}: the reuse command does not hold this port (REUSE_HOLD_PORTS differs from its --hold); binding without it"
-                )
+                put!(l, ep, ": the reuse command does not hold this port (REUSE_HOLD_PORTS differs from its --hold); binding without it")
             });
             Outcome::Unavailable
         }
         Some((Reply::NotYourUser, _)) => {
             report::at(Level::Warn, |l| {
-                write!(
-                    l,
-                    "{ep}: the reuse command holding this port serves only its own user, and this process (uid {}) is not it; binding without it",
-                    sys::geteuid()
-                )
+                put!(l, ep, ": the reuse command holding this port serves only its own user, and this process (uid ", sys::geteuid(), ") is not it; binding without it")
             });
             Outcome::Unavailable
         }
@@ -428,9 +420,10 @@ pub fn take(hold: &Hold, fd: c_int, request: &Request) -> Outcome {
 
 fn no_answer(ep: &Endpoint) -> Outcome {
     report::at(Level::Warn, |l| {
-        write!(
+        put!(
             l,
-            "{ep}: no answer from the reuse command holding this port; binding without it"
+            ep,
+            ": no answer from the reuse command holding this port; binding without it"
         )
     });
     Outcome::Unavailable

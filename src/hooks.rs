@@ -579,6 +579,49 @@ unsafe fn option_failed(addr: *const sockaddr, len: socklen_t, name: &str, errno
     }
 }
 
+/// The hooks' addresses, which `deepbind` writes into a DEEPBIND object's GOT: `socket`,
+/// `bind`, `close`, `dup`, `dup2`, `dup3`. Computed from the program counter: taking the
+/// address of an exported function the usual way reads it from a GOT entry of the
+/// library's own (the compiler allows for another definition taking its place), and each
+/// such entry is a relocation the loader applies at every exec. The linker binds these
+/// references within the library (`-Bsymbolic-functions`, build.rs).
+#[cfg(all(
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub fn addresses() -> [usize; 6] {
+    macro_rules! address {
+        ($f:path) => {{
+            let at: usize;
+            // SAFETY: computes an address, reads and writes nothing.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                core::arch::asm!("lea {0}, [rip + {1}]", out(reg) at, sym $f, options(pure, nomem, nostack));
+            }
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            unsafe {
+                core::arch::asm!(
+                    "adrp {0}, {1}",
+                    "add {0}, {0}, :lo12:{1}",
+                    out(reg) at,
+                    sym $f,
+                    options(pure, nomem, nostack)
+                );
+            }
+            at
+        }};
+    }
+    [
+        address!(reuse_socket),
+        address!(reuse_bind),
+        address!(reuse_close),
+        address!(reuse_dup),
+        address!(reuse_dup2),
+        address!(reuse_dup3),
+    ]
+}
+
 #[cfg(target_vendor = "apple")]
 mod interpose {
     use super::*;

@@ -109,12 +109,42 @@ pub enum From {
 }
 
 /// This library's own dynamic section, which tells its `link_map` from the others.
+///
+/// Computed from the program counter where the instruction set allows: the address of an
+/// `extern` static is read from a GOT entry, which the loader relocates at every exec, but
+/// `_DYNAMIC` is the linker's own symbol, always in this object.
 fn my_dynamic() -> usize {
-    extern "C" {
-        static _DYNAMIC: [Dyn; 0];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let at: usize;
+        // SAFETY: computes an address, reads and writes nothing.
+        unsafe {
+            core::arch::asm!("lea {}, [rip + _DYNAMIC]", out(reg) at, options(pure, nomem, nostack));
+        }
+        at
     }
-    // Only the address of the linker-defined symbol is taken.
-    (&raw const _DYNAMIC) as usize
+    #[cfg(target_arch = "aarch64")]
+    {
+        let at: usize;
+        // SAFETY: computes an address, reads and writes nothing.
+        unsafe {
+            core::arch::asm!(
+                "adrp {0}, _DYNAMIC",
+                "add {0}, {0}, :lo12:_DYNAMIC",
+                out(reg) at,
+                options(pure, nomem, nostack)
+            );
+        }
+        at
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        extern "C" {
+            static _DYNAMIC: [Dyn; 0];
+        }
+        // Only the address of the linker-defined symbol is taken.
+        (&raw const _DYNAMIC) as usize
+    }
 }
 
 /// The head of the loader's list of loaded objects, or null.

@@ -111,9 +111,11 @@ mod elf {
     /// objects' symbol tables, without a lock or an allocation, so a first call from a
     /// signal handler is fine), so that a process that never calls one pays nothing for it.
     pub fn at_load() {
-        const NAMES: [(Name, From); 1] = [(Name::new(b"environ"), From::First)];
+        // Built where it is used: a constant array of names would be a table with a pointer
+        // in the library's data, relocated at every exec.
+        let names = [(Name::new(b"environ"), From::First)];
         let mut found = [0usize];
-        next_symbol::find(&NAMES, &mut found);
+        next_symbol::find(&names, &mut found);
         let [p] = found;
         ENVIRON.store(p, Ordering::Relaxed);
     }

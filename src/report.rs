@@ -7,7 +7,8 @@
 use reuse_core::config::{write_escaped, ConfigError, Level, Options};
 use reuse_core::decision::{LeaveReason, Transport};
 use reuse_core::endpoint::Endpoint;
-use reuse_core::line::{Line, Write};
+use reuse_core::line::Line;
+use reuse_core::put;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -106,7 +107,7 @@ fn emit(line: &mut Line) {
 /// Writes one line at `at`, if the level says so: the check inlined at every call (a hook's
 /// hot path pays a load and a compare), the line built out of line.
 #[inline(always)]
-pub fn at(at: Level, build: impl FnOnce(&mut Line) -> core::fmt::Result) {
+pub fn at(at: Level, build: impl FnOnce(&mut Line)) {
     if logs(at) {
         write_line(build);
     }
@@ -114,38 +115,40 @@ pub fn at(at: Level, build: impl FnOnce(&mut Line) -> core::fmt::Result) {
 
 #[cold]
 #[inline(never)]
-fn write_line(build: impl FnOnce(&mut Line) -> core::fmt::Result) {
+fn write_line(build: impl FnOnce(&mut Line)) {
     // The host's errno survives the library's own calls (fstat, write).
     let saved = crate::errno::get();
     let mut line = Line::new(pid());
-    let _ = build(&mut line);
+    build(&mut line);
     emit(&mut line);
     crate::errno::set(saved);
 }
 
 pub fn config_error(e: &ConfigError<'_>) {
     at(Level::Error, |l| {
-        write!(l, "invalid {}: {} in \"", e.var, e.why)?;
-        write_escaped(l, e.part)?;
-        write!(l, "\"; libreuse changes nothing in this process")
+        put!(l, "invalid ", e.var, ": ", e.why, " in \"");
+        write_escaped(l, e.part);
+        put!(l, "\"; libreuse changes nothing in this process");
     });
 }
 
 #[inline(always)]
 pub fn applied(ep: &Endpoint, t: Transport, o: &Options) {
     at(Level::Info, |l| {
-        write!(l, "{ep} {}: ", t.name())?;
-        o.write_as(l, true)
+        put!(l, ep, " ", t.name(), ": ");
+        o.write_as(l, true);
     });
 }
 
 #[inline(always)]
 pub fn left(ep: &Endpoint, t: Option<Transport>, why: LeaveReason) {
     at(Level::Debug, |l| {
-        write!(
+        put!(
             l,
-            "{ep} {}: left alone, {}",
+            ep,
+            " ",
             t.map_or("?", Transport::name),
+            ": left alone, ",
             why.text()
         )
     });
@@ -153,9 +156,14 @@ pub fn left(ep: &Endpoint, t: Option<Transport>, why: LeaveReason) {
 
 pub fn option_failed(ep: &Endpoint, name: &str, errno: i32) {
     at(Level::Warn, |l| {
-        write!(
+        put!(
             l,
-            "{ep}: setting {name} failed (errno {errno}); the socket goes on without it"
+            ep,
+            ": setting ",
+            name,
+            " failed (errno ",
+            errno,
+            "); the socket goes on without it"
         )
     });
 }

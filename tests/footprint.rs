@@ -137,6 +137,35 @@ fn the_library_needs_no_library_and_imports_no_symbol() {
         .count();
     assert_eq!(loads, 2, "{segments}");
     assert!(!segments.contains("GNU_RELRO"), "{segments}");
+    // No .bss: the data segment is as large in the file as in memory, so the loader has no
+    // partial page to clear.
+    let data = segments
+        .lines()
+        .find(|l| l.trim_start().starts_with("LOAD") && l.contains(" RW "))
+        .unwrap_or_else(|| panic!("no data segment: {segments}"));
+    let fields: Vec<&str> = data.split_whitespace().collect();
+    assert_eq!(fields[4], fields[5], "file and memory sizes differ: {data}");
+    // Each pointer in the library's data is a relocation the loader applies at every exec.
+    // Left: the constructor's entry and the GOT entries of the memory functions the
+    // compiler calls (memcpy, memmove, memset, memcmp, strlen: rustc calls them through the
+    // GOT). A format string, a table of strings or a function pointer taken the usual way
+    // would add more.
+    let relocations = show("-r");
+    let relative = relocations
+        .lines()
+        .filter(|l| l.contains("_RELATIVE"))
+        .count();
+    let other: Vec<&str> = relocations
+        .lines()
+        .filter(|l| l.starts_with("0") && !l.contains("_RELATIVE"))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "relocations other than RELATIVE: {other:?}"
+    );
+    if cfg!(target_arch = "x86_64") {
+        assert!(relative <= 6, "{relative} relocations: {relocations}");
+    }
 }
 
 #[test]

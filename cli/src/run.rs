@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use reuse_core::config::{self, Config, ConfigError, Level};
+use reuse_core::line::Fmt;
 
 use crate::out::say;
 use crate::{lib_path, reach};
@@ -38,31 +39,14 @@ pub fn fix_hint(var: &str) -> &'static str {
 
 /// Bytes as the library's messages show them: printable ASCII, the rest escaped, cut.
 pub fn escaped(bytes: &[u8]) -> String {
-    struct S(String);
-    impl std::fmt::Write for S {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.push_str(s);
-            Ok(())
-        }
-    }
-    let mut s = S(String::new());
-    let _ = config::write_escaped(&mut s, bytes);
-    s.0
+    let mut s = String::new();
+    config::write_escaped(&mut Fmt::new(&mut s), bytes);
+    s
 }
 
 /// `why in "part"`, the part escaped as the library's own messages escape it.
 pub fn describe(e: &ConfigError<'_>) -> String {
-    struct S(String);
-    impl std::fmt::Write for S {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.push_str(s);
-            Ok(())
-        }
-    }
-    let mut s = S(format!("{} in \"", e.why));
-    let _ = config::write_escaped(&mut s, e.part);
-    s.0.push('"');
-    s.0
+    format!("{} in \"{}\"", e.why, escaped(e.part))
 }
 
 /// The environment as the program will get it: each name once, with its first value (the

@@ -16,6 +16,8 @@
 
 use core::fmt;
 
+use crate::line::{Hex2, Put, Sink};
+
 pub use crate::ports::{PortSet, MAX_RANGES};
 
 /// Upper bound of `REUSE_WAIT_MS`: an hour. A longer wait is a typo, not a plan.
@@ -78,39 +80,47 @@ impl Options {
 impl Options {
     /// Writes the options as REUSE_OPTIONS spells them (`addr,port,linger=5`), or, with
     /// `kernel_names`, as the log does (`SO_REUSEADDR, SO_REUSEPORT, SO_LINGER 5s`).
-    pub fn write_as(&self, f: &mut dyn fmt::Write, kernel_names: bool) -> fmt::Result {
+    pub fn write_as<S: Sink + ?Sized>(&self, f: &mut S, kernel_names: bool) {
         let (addr, port, sep) = if kernel_names {
             ("SO_REUSEADDR", "SO_REUSEPORT", ", ")
         } else {
             ("addr", "port", ",")
         };
         let mut first = true;
-        let mut item = |f: &mut dyn fmt::Write, args: fmt::Arguments<'_>| {
-            let r = if first {
-                f.write_fmt(args)
-            } else {
-                write!(f, "{sep}{args}")
-            };
+        let mut item = |f: &mut S| {
+            if !first {
+                f.push(sep);
+            }
             first = false;
-            r
         };
         if self.addr {
-            item(f, format_args!("{addr}"))?;
+            item(f);
+            f.push(addr);
         }
         if self.port {
-            item(f, format_args!("{port}"))?;
+            item(f);
+            f.push(port);
         }
-        match (self.linger, kernel_names) {
-            (Some(s), true) => item(f, format_args!("SO_LINGER {s}s")),
-            (Some(s), false) => item(f, format_args!("linger={s}")),
-            (None, _) => Ok(()),
+        if let Some(s) = self.linger {
+            item(f);
+            if kernel_names {
+                crate::put!(f, "SO_LINGER ", s, "s");
+            } else {
+                crate::put!(f, "linger=", s);
+            }
         }
+    }
+}
+
+impl Put for Options {
+    fn put<S: Sink + ?Sized>(&self, sink: &mut S) {
+        self.write_as(sink, false);
     }
 }
 
 impl fmt::Display for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.write_as(f, false)
+        crate::line::display(self, f)
     }
 }
 
@@ -244,29 +254,35 @@ pub struct ConfigError<'a> {
     pub why: &'static str,
 }
 
+impl Put for ConfigError<'_> {
+    fn put<S: Sink + ?Sized>(&self, sink: &mut S) {
+        crate::put!(sink, self.var, ": ", self.why, " in \"");
+        write_escaped(sink, self.part);
+        sink.push("\"");
+    }
+}
+
 impl fmt::Display for ConfigError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} in \"", self.var, self.why)?;
-        write_escaped(f, self.part)?;
-        f.write_str("\"")
+        crate::line::display(self, f)
     }
 }
 
 /// Writes bytes as text a terminal can show safely: printable ASCII as is, the rest as `\xNN`,
 /// cut after 64 bytes so a hostile 128 kB value cannot flood stderr.
-pub fn write_escaped(f: &mut dyn fmt::Write, bytes: &[u8]) -> fmt::Result {
+pub fn write_escaped<S: Sink + ?Sized>(f: &mut S, bytes: &[u8]) {
     const SHOWN: usize = 64;
     for &b in bytes.iter().take(SHOWN) {
         if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-            f.write_char(b as char)?;
+            let one = [b];
+            f.push(core::str::from_utf8(&one).unwrap_or_default());
         } else {
-            write!(f, "\\x{b:02x}")?;
+            crate::put!(f, "\\x", Hex2(b));
         }
     }
     if bytes.len() > SHOWN {
-        write!(f, "...({} bytes)", bytes.len())?;
+        crate::put!(f, "...(", bytes.len(), " bytes)");
     }
-    Ok(())
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -457,15 +473,20 @@ pub fn parse_protocols(value: &[u8]) -> Result<Protocols, ConfigError<'_>> {
 
 pub fn parse_log(value: &[u8]) -> Result<Level, ConfigError<'_>> {
     let v = trim(value);
-    Level::NAMES
-        .iter()
-        .find(|(n, _)| n.as_bytes() == v)
-        .map(|(_, l)| *l)
-        .ok_or(ConfigError {
+    // A match, not a search of NAMES: a table of string slices in the library's data would
+    // be relocated at every exec.
+    match v {
+        b"off" => Ok(Level::Off),
+        b"error" => Ok(Level::Error),
+        b"warn" => Ok(Level::Warn),
+        b"info" => Ok(Level::Info),
+        b"debug" => Ok(Level::Debug),
+        _ => Err(ConfigError {
             var: "REUSE_LOG",
             part: value,
             why: "unknown level (off, error, warn, info, debug)",
-        })
+        }),
+    }
 }
 
 pub fn parse_wait_ms(value: &[u8]) -> Result<u32, ConfigError<'_>> {
@@ -678,13 +699,10 @@ mod tests {
         let o = parse_options(b"addr,port,linger=5").unwrap();
         assert_eq!(o.to_string(), "addr,port,linger=5");
         let mut s = String::new();
-        o.write_as(&mut s, true).unwrap();
+        o.write_as(&mut s, true);
         assert_eq!(s, "SO_REUSEADDR, SO_REUSEPORT, SO_LINGER 5s");
         let mut s = String::new();
-        parse_options(b"linger=0")
-            .unwrap()
-            .write_as(&mut s, true)
-            .unwrap();
+        parse_options(b"linger=0").unwrap().write_as(&mut s, true);
         assert_eq!(s, "SO_LINGER 0s");
     }
 

@@ -31,12 +31,21 @@ pub enum Protocol {
     Other,
 }
 
+/// A string constant the optimizer may not gather into a table with its neighbours: a `match`
+/// whose arms are only string constants becomes a lookup table of pointers, and each pointer
+/// in the library's data is a relocation the loader applies at every exec. The arms using
+/// this cost a few instructions more, on the paths that write a log line.
+#[inline(always)]
+pub fn text(s: &'static str) -> &'static str {
+    core::hint::black_box(s)
+}
+
 impl Transport {
     pub fn name(self) -> &'static str {
         match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-            Transport::Other => "other",
+            Transport::Tcp => text("tcp"),
+            Transport::Udp => text("udp"),
+            Transport::Other => text("other"),
         }
     }
 
@@ -68,12 +77,12 @@ pub enum LeaveReason {
 impl LeaveReason {
     pub fn text(self) -> &'static str {
         match self {
-            LeaveReason::PortZero => "port 0 (the kernel picks a free port)",
-            LeaveReason::PortNotListed => "port not in REUSE_PORTS",
-            LeaveReason::ProtocolNotListed => "protocol not in REUSE_PROTOCOLS",
-            LeaveReason::NotTcpOrUdp => "neither TCP nor UDP",
+            LeaveReason::PortZero => text("port 0 (the kernel picks a free port)"),
+            LeaveReason::PortNotListed => text("port not in REUSE_PORTS"),
+            LeaveReason::ProtocolNotListed => text("protocol not in REUSE_PROTOCOLS"),
+            LeaveReason::NotTcpOrUdp => text("neither TCP nor UDP"),
             LeaveReason::UdpWithoutPort => {
-                "UDP gets only SO_REUSEPORT, and only when REUSE_OPTIONS has port (UDP leaves no TIME_WAIT, and SO_REUSEADDR would let a second live server take its datagrams)"
+                text("UDP gets only SO_REUSEPORT, and only when REUSE_OPTIONS has port (UDP leaves no TIME_WAIT, and SO_REUSEADDR would let a second live server take its datagrams)")
             }
         }
     }

@@ -6,7 +6,8 @@
 //! system call that fails cleanly on a bad pointer), and never beyond the length given.
 
 use core::fmt;
-use core::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::line::{Hex, Put, Sink};
 
 /// An inet address and port as a bind saw it, printed `127.0.0.1:8000` or `[::1]:8000`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,12 +53,78 @@ impl Endpoint {
     }
 }
 
+impl Put for Endpoint {
+    fn put<S: Sink + ?Sized>(&self, sink: &mut S) {
+        match self {
+            Endpoint::V4(a, p) => crate::put!(sink, Dotted(*a), ":", p),
+            Endpoint::V6(a, p) => {
+                sink.push("[");
+                put_ipv6(a, sink);
+                crate::put!(sink, "]:", p);
+            }
+        }
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::V4(a, p) => write!(f, "{}:{p}", Ipv4Addr::from(*a)),
-            Endpoint::V6(a, p) => write!(f, "[{}]:{p}", Ipv6Addr::from(*a)),
+        crate::line::display(self, f)
+    }
+}
+
+/// An IPv4 address, `a.b.c.d`.
+struct Dotted([u8; 4]);
+
+impl Put for Dotted {
+    fn put<S: Sink + ?Sized>(&self, sink: &mut S) {
+        let [a, b, c, d] = self.0;
+        crate::put!(sink, a, ".", b, ".", c, ".", d);
+    }
+}
+
+/// An IPv6 address as RFC 5952 (and Rust's `Ipv6Addr`) writes it: lowercase, the first
+/// longest run of two or more zero groups as `::`, an IPv4-mapped address as
+/// `::ffff:a.b.c.d`.
+fn put_ipv6<S: Sink + ?Sized>(a: &[u8; 16], sink: &mut S) {
+    if let [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, w, x, y, z] = *a {
+        crate::put!(sink, "::ffff:", Dotted([w, x, y, z]));
+        return;
+    }
+    let mut groups = [0u16; 8];
+    for (g, pair) in groups.iter_mut().zip(a.chunks_exact(2)) {
+        if let [hi, lo] = *pair {
+            *g = u16::from_be_bytes([hi, lo]);
         }
+    }
+    // (start, length) of the first longest run of zero groups.
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for (i, g) in groups.iter().enumerate() {
+        if *g == 0 {
+            if run.1 == 0 {
+                run.0 = i;
+            }
+            run.1 += 1;
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run = (0, 0);
+        }
+    }
+    let put_groups = |sink: &mut S, from: usize, to: usize| {
+        for (n, g) in groups.iter().enumerate().take(to).skip(from) {
+            if n > from {
+                sink.push(":");
+            }
+            Hex(u32::from(*g)).put(sink);
+        }
+    };
+    if best.1 > 1 {
+        put_groups(sink, 0, best.0);
+        sink.push("::");
+        put_groups(sink, best.0 + best.1, groups.len());
+    } else {
+        put_groups(sink, 0, groups.len());
     }
 }
 

@@ -2,9 +2,10 @@
 //! and whom `REUSE_TAKEOVER` may stop. Pure functions over what the library read from
 //! /proc, so the same words come out of every process and the rules can be tested alone.
 
-use core::fmt::{self, Write};
+use crate::line::Sink;
+use crate::put;
 
-use crate::decision::Transport;
+use crate::decision::{text, Transport};
 use crate::endpoint::Endpoint;
 use crate::proc_net::PortSummary;
 
@@ -83,46 +84,64 @@ impl<'a> Cause<'a> {
         }
     }
 
-    fn write_what(&self, w: &mut dyn Write) -> fmt::Result {
+    fn write_what<S: Sink + ?Sized>(&self, w: &mut S) {
         match *self {
             Cause::Live {
                 transport,
                 uid,
                 holder: Some(h),
-            } => write!(
+            } => put!(
                 w,
-                "PID {} ({}, uid {uid}) {} this port",
+                "PID ",
                 h.pid,
+                " (",
                 h.program,
-                live_verb(transport)
+                ", uid ",
+                uid,
+                ") ",
+                live_verb(transport),
+                " this port"
             ),
             Cause::Live {
                 transport,
                 uid,
                 holder: None,
-            } => write!(
+            } => put!(
                 w,
-                "a live {} of uid {uid} (process not visible to this user) holds this port",
-                live_noun(transport)
+                "a live ",
+                live_noun(transport),
+                " of uid ",
+                uid,
+                " (process not visible to this user) holds this port"
             ),
-            Cause::ThisProcess { transport } => write!(
+            Cause::ThisProcess { transport } => put!(
                 w,
-                "this process itself already has a {} on this port (a second bind of the same address, or a socket its service manager passed in LISTEN_FDS for another address or family)",
-                live_noun(transport)
+                "this process itself already has a ",
+                live_noun(transport),
+                " on this port (a second bind of the same address, or a socket its service manager passed in LISTEN_FDS for another address or family)"
             ),
-            Cause::HeldByReuse { pid } => write!(
+            Cause::HeldByReuse { pid } => put!(
                 w,
-                "`reuse run --hold` (PID {pid}) holds this port for the servers it runs, and this process did not get the held socket (see the line before); run it under that command, or stop the command to free the port"
+                "`reuse run --hold` (PID ",
+                pid,
+                ") holds this port for the servers it runs, and this process did not get the held socket (see the line before); run it under that command, or stop the command to free the port"
             ),
-            Cause::TimeWaitFromPlainInstance { count, seconds } => write!(
+            Cause::TimeWaitFromPlainInstance { count, seconds } => put!(
                 w,
-                "only {count} TIME_WAIT socket(s) left, from an instance that ran without SO_REUSEADDR (Linux lets a bind pass TIME_WAIT only when both sides set it; run every instance under reuse); they expire in {seconds} s"
+                "only ",
+                count,
+                " TIME_WAIT socket(s) left, from an instance that ran without SO_REUSEADDR (Linux lets a bind pass TIME_WAIT only when both sides set it; run every instance under reuse); they expire in ",
+                seconds,
+                " s"
             ),
-            Cause::TimeWaitWithoutAddr { count, seconds } => write!(
+            Cause::TimeWaitWithoutAddr { count, seconds } => put!(
                 w,
-                "{count} TIME_WAIT socket(s) on this port, expiring in {seconds} s; REUSE_OPTIONS has no addr, so this bind could not pass them"
+                count,
+                " TIME_WAIT socket(s) on this port, expiring in ",
+                seconds,
+                " s; REUSE_OPTIONS has no addr, so this bind could not pass them"
             ),
-            Cause::Unknown => w.write_str(
+            Cause::Unknown => w.push(
                 "no listener or TIME_WAIT socket found on this port (another socket bound but not listening)",
             ),
         }
@@ -145,42 +164,38 @@ fn live_noun(t: Transport) -> &'static str {
 
 /// The line written once a bind has failed for good: `EP: bind failed (EADDRINUSE)[ after
 /// waiting N ms]: cause[; advice]`. The advice to wait is left out when the bind waited.
-pub fn write_failure(
-    w: &mut dyn Write,
+pub fn write_failure<S: Sink + ?Sized>(
+    w: &mut S,
     ep: &Endpoint,
     cause: &Cause<'_>,
     waited_ms: u32,
     took_over: bool,
-) -> fmt::Result {
-    write!(w, "{ep}: bind failed (EADDRINUSE)")?;
+) {
+    put!(w, ep, ": bind failed (EADDRINUSE)");
     if waited_ms > 0 {
-        write!(w, " after waiting {waited_ms} ms")?;
+        put!(w, " after waiting ", waited_ms, " ms");
     }
-    w.write_str(": ")?;
-    cause.write_what(w)?;
+    w.push(": ");
+    cause.write_what(w);
     if let Cause::Live { .. } = cause {
-        w.write_str(match (waited_ms > 0, took_over) {
+        w.push(match (waited_ms > 0, took_over) {
             (false, _) => "; stop it, or run with REUSE_WAIT_MS to wait for it",
             (true, false) => "; stop it, or run with REUSE_TAKEOVER=1 if it is a leftover instance of this program",
             (true, true) => "; stop it",
-        })?;
+        });
     }
-    Ok(())
 }
 
 /// The line written when a wait starts: who is waited for, and for how long at most.
-pub fn write_waiting(
-    w: &mut dyn Write,
-    ep: &Endpoint,
-    cause: &Cause<'_>,
-    wait_ms: u32,
-) -> fmt::Result {
-    write!(w, "{ep}: in use: ")?;
-    cause.write_what(w)?;
-    write!(
+pub fn write_waiting<S: Sink + ?Sized>(w: &mut S, ep: &Endpoint, cause: &Cause<'_>, wait_ms: u32) {
+    put!(w, ep, ": in use: ");
+    cause.write_what(w);
+    put!(
         w,
-        "; waiting up to {wait_ms} ms for it to let go (REUSE_WAIT_MS)"
-    )
+        "; waiting up to ",
+        wait_ms,
+        " ms for it to let go (REUSE_WAIT_MS)"
+    );
 }
 
 /// Where a process stands in the process tree, as /proc tells it.
@@ -220,13 +235,13 @@ pub enum Refusal {
 impl Refusal {
     pub fn text(self) -> &'static str {
         match self {
-            Refusal::AnotherUser => "another user's process",
-            Refusal::AnotherProgram => "another program",
-            Refusal::AnotherCommandLine => "the same program with another command line",
-            Refusal::Ancestor => "it started this process (its parent or an ancestor)",
-            Refusal::Descendant => "this process started it",
-            Refusal::Sibling => "another worker of the master that started this process",
-            Refusal::OwnProcessGroup => "it is in the process group this process leads",
+            Refusal::AnotherUser => text("another user's process"),
+            Refusal::AnotherProgram => text("another program"),
+            Refusal::AnotherCommandLine => text("the same program with another command line"),
+            Refusal::Ancestor => text("it started this process (its parent or an ancestor)"),
+            Refusal::Descendant => text("this process started it"),
+            Refusal::Sibling => text("another worker of the master that started this process"),
+            Refusal::OwnProcessGroup => text("it is in the process group this process leads"),
         }
     }
 }
@@ -297,7 +312,7 @@ mod self_tests {
             }
         );
         let mut s = crate::line::Line::new(7);
-        write_failure(&mut s, &Endpoint::V4([127, 0, 0, 1], 8000), &c, 0, false).unwrap();
+        write_failure(&mut s, &Endpoint::V4([127, 0, 0, 1], 8000), &c, 0, false);
         let text = core::str::from_utf8(s.finish()).unwrap();
         assert!(text.contains("this process itself"), "{text}");
         assert!(!text.contains("stop it"), "{text}");
@@ -308,11 +323,14 @@ mod self_tests {
 mod tests {
     use super::*;
     extern crate std;
+    use crate::line::Fmt;
     use std::string::String;
 
-    fn line(f: impl FnOnce(&mut String) -> fmt::Result) -> String {
+    fn line(f: impl FnOnce(&mut Fmt<'_, String>)) -> String {
         let mut s = String::new();
-        f(&mut s).unwrap();
+        let mut sink = Fmt::new(&mut s);
+        f(&mut sink);
+        sink.result().unwrap();
         s
     }
 
