@@ -43,6 +43,16 @@ fn instructions(
     preload: Option<&std::path::Path>,
     args: &[&str],
 ) -> Option<u64> {
+    instructions_with(bench, preload, args, &[])
+}
+
+/// As `instructions`, with these variables added to the environment.
+fn instructions_with(
+    bench: &std::path::Path,
+    preload: Option<&std::path::Path>,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Option<u64> {
     require("valgrind", "apt-get install valgrind")?;
     let file = std::env::temp_dir().join(format!("reuse-cg-{}", std::process::id()));
     let mut c = command("valgrind", false);
@@ -53,6 +63,7 @@ fn instructions(
     if let Some(p) = preload {
         c.env(preload_var(), p);
     }
+    c.envs(env.iter().map(|(k, v)| (k, v)));
     let out = run(&mut c, Duration::from_secs(600));
     let err = String::from_utf8_lossy(&out.stderr);
     let _ = std::fs::remove_file(&file);
@@ -246,13 +257,26 @@ fn main() {
         load(Some(&lib)),
     ) {
         println!(
-            "- callgrind, /bin/true (starts and exits): {a} instructions without; +{} with the empty C library, +{} with the minimal preload, +{} with libreuse (loading, the constructor): {} above the minimal preload, with {} environment variables (the constructor's walk of the environment costs about 9 instructions each)",
+            "- callgrind, /bin/true (starts and exits): {a} instructions without; +{} with the empty C library, +{} with the minimal preload, +{} with libreuse (loading, the constructor): {} above the minimal preload, with {} environment variables",
             e - a,
             m - a,
             b - a,
             b as i64 - m as i64,
             std::env::vars_os().count()
         );
+        // The constructor walks the environment once, which the floor does not: what each
+        // variable costs, from 50 more (names that start like no variable the library reads).
+        let more: Vec<(String, String)> = (0..50)
+            .map(|i| (format!("PAD_{i}"), "x".repeat(20)))
+            .collect();
+        let with_more = |p: &std::path::Path| instructions_with(truth, Some(p), &[], &more);
+        if let (Some(m2), Some(b2)) = (with_more(&minimal), with_more(&lib)) {
+            let above = b2 as i64 - m2 as i64;
+            println!(
+                "- the same with 50 more environment variables: {above} above the minimal preload, {:.1} instructions a variable",
+                (above - (b as i64 - m as i64)) as f64 / 50.0
+            );
+        }
     }
     // What the first socket+bind+close pays once: the real functions and errno's location
     // found (a walk of the loaded objects' symbol tables), the descriptor table mapped.
