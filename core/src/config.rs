@@ -695,6 +695,15 @@ mod tests {
     }
 
     #[test]
+    fn every_level_name_parses_to_its_level() {
+        for (name, level) in Level::NAMES {
+            assert_eq!(parse_log(name.as_bytes()).unwrap(), level);
+            assert_eq!(level.name(), name);
+        }
+        assert!(parse_log(b"loud").is_err());
+    }
+
+    #[test]
     fn options_spelled_both_ways() {
         let o = parse_options(b"addr,port,linger=5").unwrap();
         assert_eq!(o.to_string(), "addr,port,linger=5");
