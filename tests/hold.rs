@@ -528,6 +528,9 @@ except OSError as e:
         python().display()
     );
     let mut c = reuse_run(&["--hold", &port.to_string(), "--", "sh", "-c", &script, code]);
+    // The rendezvous folder in the test's own: reuse is killed here.
+    let xdg = TempDir::new("hold-keeps");
+    c.env("XDG_RUNTIME_DIR", &xdg.0);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -967,6 +970,9 @@ print('listening', flush=True); time.sleep(30)
     let mut old = spawn("old", &mut old);
     assert!(wait_listening(port, Duration::from_secs(10)));
     let mut c = reuse_run(&["--hold", &port.to_string(), "--takeover", "--"]);
+    // The rendezvous folder in the test's own: reuse is killed here.
+    let xdg = TempDir::new("hold-takeover");
+    c.env("XDG_RUNTIME_DIR", &xdg.0);
     c.arg(python()).args(["-c", code, &port.to_string()]);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
