@@ -29,6 +29,7 @@ use libfuzzer_sys::fuzz_target;
 use reuse_core::config::{self, Config, ConfigError, Level, Options, PortSet, Protocols};
 use reuse_core::decision::Transport;
 use reuse_core::endpoint::{self, Endpoint, SockaddrAbi};
+use reuse_core::line::Fmt;
 use reuse_core::proc_net::{self, PortSummary};
 
 fn within(part: &[u8], whole: &[u8]) -> bool {
@@ -382,7 +383,9 @@ fuzz_target!(|data: &[u8]| {
         check_tcp_line(line);
     }
     let mut escaped = String::new();
-    config::write_escaped(&mut escaped, data).unwrap();
+    let mut sink = Fmt::new(&mut escaped);
+    config::write_escaped(&mut sink, data);
+    sink.result().unwrap();
     assert!(escaped.bytes().all(|b| (0x20..0x7f).contains(&b)));
     assert!(escaped.len() <= 64 * 4 + 32);
 });
