@@ -9,9 +9,10 @@
 //! no arguments, and what is in those registers then does not line up so), and the vector
 //! found there is consistent: it ends in AT_NULL within 64 entries and its AT_RANDOM points
 //! just above it, where the kernel put those bytes. Otherwise (musl, a `dlopen` after
-//! `setenv`, a hook called before the constructor), it is read from /proc/self/auxv: three
-//! system calls. Unknown (no /proc), the library does nothing: secure execution cannot be
-//! ruled out.
+//! `setenv`, a hook called before the constructor), the kernel is asked: one
+//! `prctl(PR_GET_AUXV)` (Linux 6.4 on), else /proc/self/auxv (three system calls), without
+//! touching errno (finding errno needs the vector). Unknown (an older kernel with no
+//! /proc), the library does nothing: secure execution cannot be ruled out.
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
@@ -140,17 +141,13 @@ pub unsafe fn from_stack(end: *const usize) -> bool {
     }
 }
 
-/// From /proc/self/auxv.
+/// Asks the kernel (`sys::auxv_bytes`: one `prctl`, else /proc/self/auxv).
 fn read_proc() {
-    let fd = crate::sys::open(c"/proc/self/auxv", libc::O_RDONLY | libc::O_CLOEXEC);
-    if fd < 0 {
+    let mut buf = [0u8; 1024];
+    let Some(got) = crate::sys::auxv_bytes(&mut buf) else {
         STATE.store(UNAVAILABLE, Ordering::Release);
         return;
-    }
-    let mut buf = [0u8; 1024];
-    let n = crate::sys::read(fd, &mut buf);
-    crate::sys::close(fd);
-    let got = usize::try_from(n).unwrap_or(0);
+    };
     let words = buf
         .get(..got)
         .unwrap_or_default()

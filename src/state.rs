@@ -560,7 +560,8 @@ fn active_if_ready() -> Option<&'static Config> {
 /// Runs when the library is loaded, before the program's `main`: reads the configuration,
 /// so the hooks find it ready. glibc's loader passes `(argc, argv, envp)`; musl's and dyld
 /// pass nothing that may be read, so the arguments are used only when they line up as
-/// glibc's do (`auxv`), saving a search for `environ` and a read of /proc/self/auxv.
+/// glibc's do (`auxv`), saving a search for `environ` and a system call for the auxiliary
+/// vector.
 extern "C" fn on_load(argc: c_int, argv: *const *const c_char, envp: *const *const c_char) {
     core::hint::black_box(crate::VERSION_MARK.as_ptr());
     #[cfg(target_os = "linux")]

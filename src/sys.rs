@@ -259,10 +259,59 @@ mod imp {
         // SAFETY: the caller's promise.
         unsafe { syscall!(libc::SYS_recvmsg, fd as c_long, m, flags as c_long) as ssize_t }
     }
-    /// Closes a descriptor of the library's own (never one the program knows).
-    pub fn close(fd: c_int) -> c_int {
-        // SAFETY: no memory involved.
-        ret(unsafe { syscall!(libc::SYS_close, fd) })
+    /// The auxiliary vector, as the kernel gives it, into `buf`: the bytes read, or None.
+    /// `prctl(PR_GET_AUXV)` (Linux 6.4 on: one call, no /proc needed), else, where that
+    /// fails (an older kernel, a seccomp filter), /proc/self/auxv. errno is left alone:
+    /// this runs before the library knows where errno is (finding that needs the vector,
+    /// so setting it here would recurse), and in a hook's first call.
+    pub fn auxv_bytes(buf: &mut [u8]) -> Option<usize> {
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        let asked = unsafe {
+            raw::kernel(
+                libc::SYS_prctl as usize,
+                [
+                    PR_GET_AUXV as usize,
+                    buf.as_mut_ptr() as usize,
+                    buf.len(),
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        // A larger answer is the vector's whole size: it did not fit, so it is not used.
+        if let Ok(n @ 1..) = usize::try_from(asked) {
+            return (n <= buf.len()).then_some(n);
+        }
+        let path = c"/proc/self/auxv";
+        let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as usize;
+        // SAFETY: path is NUL-terminated; openat reads only it.
+        let fd = unsafe {
+            raw::kernel(
+                libc::SYS_openat as usize,
+                [
+                    libc::AT_FDCWD as usize,
+                    path.as_ptr() as usize,
+                    flags,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            raw::kernel(
+                libc::SYS_read as usize,
+                [fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+            )
+        };
+        // SAFETY: closes the descriptor opened above.
+        unsafe { raw::kernel(libc::SYS_close as usize, [fd as usize, 0, 0, 0, 0, 0]) };
+        usize::try_from(n).ok()
     }
     /// Gives the processor to another thread.
     #[cfg(target_env = "gnu")]
@@ -504,6 +553,38 @@ mod imp {
         // SAFETY: no memory involved.
         unsafe { libc::close(fd) }
     }
+    /// As on x86_64 and aarch64, through libc, with errno put back.
+    #[cfg(target_os = "linux")]
+    pub fn auxv_bytes(buf: &mut [u8]) -> Option<usize> {
+        // SAFETY: libc's own errno slot for this thread.
+        let saved = unsafe { *libc::__errno_location() };
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        let asked = unsafe {
+            libc::prctl(
+                PR_GET_AUXV,
+                buf.as_mut_ptr() as libc::c_ulong,
+                buf.len() as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        let got = match usize::try_from(asked) {
+            Ok(n @ 1..) => (n <= buf.len()).then_some(n),
+            _ => {
+                let fd = open(c"/proc/self/auxv", libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    None
+                } else {
+                    let n = read(fd, buf);
+                    close(fd);
+                    usize::try_from(n).ok()
+                }
+            }
+        };
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved };
+        got
+    }
     /// Directory entries (`struct linux_dirent64` records) into `buf`.
     #[cfg(target_os = "linux")]
     pub fn getdents64(fd: c_int, buf: &mut [u8]) -> ssize_t {
@@ -602,6 +683,11 @@ mod imp {
         }
     }
 }
+
+/// prctl's option for a copy of the auxiliary vector (Linux 6.4; not in every libc's
+/// headers yet).
+#[cfg(target_os = "linux")]
+const PR_GET_AUXV: c_int = 0x4155_5856;
 
 pub use imp::*;
 

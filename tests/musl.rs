@@ -58,8 +58,8 @@ fn musl_library() -> Option<PathBuf> {
 fn a_musl_legacy_server_restarts_through_time_wait_under_the_musl_library() {
     let Some(lib) = musl_library() else { return };
     // It names no library (no glibc, no libgcc_s) and imports no symbol: it finds musl's
-    // functions itself, and reads the auxiliary vector from /proc/self/auxv (musl's loader
-    // passes constructors no arguments).
+    // functions itself, and asks the kernel for the auxiliary vector (musl's loader passes
+    // constructors no arguments).
     let elf = run(
         Command::new("readelf").args(["-d", "--dyn-syms"]).arg(&lib),
         Duration::from_secs(10),
@@ -119,4 +119,123 @@ fn a_musl_legacy_server_restarts_through_time_wait_under_the_musl_library() {
             );
         }
     }
+}
+
+/// The running kernel's (major, minor) version.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// musl's loader passes a constructor no arguments, so the library asks the kernel for the
+/// auxiliary vector (AT_SECURE first): one `prctl(PR_GET_AUXV)` where the kernel has it
+/// (Linux 6.4 on), which needs no /proc; where it fails, /proc/self/auxv (three calls).
+/// Either way the library is active: the bind gets SO_REUSEADDR.
+#[test]
+fn the_musl_library_asks_the_kernel_for_the_auxiliary_vector_in_one_call() {
+    let Some(lib) = musl_library() else { return };
+    let Some(probe) = build_c("tests/c/probe.c", "probe-musl", "musl-gcc") else {
+        return;
+    };
+    let Some(strace) = require("strace", "apt-get install strace") else {
+        return;
+    };
+    let glibc_probe = common::probe();
+    if glibc_probe.is_none() {
+        return;
+    }
+    let dir = TempDir::new("musl-auxv");
+    let trace = |refuse_prctl: bool| -> String {
+        let log = dir.0.join(format!("trace-{refuse_prctl}"));
+        let port = free_port().to_string();
+        let mut c = command(&strace, false);
+        c.args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=prctl,open,openat,setsockopt",
+            "-o",
+        ])
+        .arg(&log);
+        if refuse_prctl {
+            // The filter is set by the glibc probe (musl-gcc has no seccomp headers);
+            // only the musl program gets the library.
+            c.arg(glibc_probe.as_ref().unwrap()).args(["noauxv", "env"]);
+        } else {
+            c.arg("-E");
+        }
+        c.arg(format!("LD_PRELOAD={}", lib.display()))
+            .arg(&probe)
+            .args(["sock", "4", "tcp", "127.0.0.1", &port]);
+        let out = run(&mut c, Duration::from_secs(60));
+        assert!(out.status.success(), "{out:?}");
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let asks = |t: &str| t.contains("prctl(0x41555856") || t.contains("prctl(PR_GET_AUXV");
+    let usual = trace(false);
+    assert!(
+        usual.contains("SO_REUSEADDR"),
+        "the library was inert:\n{usual}"
+    );
+    if kernel_version() >= (6, 4) {
+        assert!(asks(&usual), "no PR_GET_AUXV:\n{usual}");
+        assert!(
+            !usual.contains("/proc/self/auxv"),
+            "/proc read although the kernel answered:\n{usual}"
+        );
+    } else {
+        eprintln!("PR_GET_AUXV needs Linux 6.4; only the /proc path is checked here");
+    }
+    // Where the kernel refuses it (older kernels, a seccomp filter), /proc answers.
+    let refused = trace(true);
+    assert!(
+        refused.contains("/proc/self/auxv") && refused.contains("SO_REUSEADDR"),
+        "{refused}"
+    );
+}
+
+/// With neither source of the auxiliary vector (no PR_GET_AUXV, no /proc mounted, as in a
+/// bare chroot or container), the library cannot rule out secure execution and does
+/// nothing: the program runs as without it. (It once crashed the program: the failed read
+/// set errno, and finding errno needed the vector.)
+#[test]
+fn without_proc_or_prctl_the_musl_library_does_nothing_and_the_program_runs() {
+    let Some(lib) = musl_library() else { return };
+    let Some(probe) = build_c("tests/c/probe.c", "probe-musl", "musl-gcc") else {
+        return;
+    };
+    let Some(glibc_probe) = common::probe() else {
+        return;
+    };
+    if !is_root() {
+        assert!(!in_ci(), "CI runs the tests as root");
+        common::skip("needs root (to mount over /proc in a mount namespace)");
+        return;
+    }
+    let Some(unshare) = require("unshare", "apt-get install util-linux") else {
+        return;
+    };
+    let port = free_port().to_string();
+    let out = run(
+        Command::new(&unshare)
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount -t tmpfs none /proc && exec \"$@\"")
+            .arg("sh")
+            .arg(&glibc_probe)
+            .args(["noauxv", "env"])
+            .arg(format!("LD_PRELOAD={}", lib.display()))
+            .arg("REUSE_LOG=debug")
+            .arg(&probe)
+            .args(["sock", "4", "tcp", "127.0.0.1", &port]),
+        Duration::from_secs(30),
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.starts_with("rc=0 ") && said.contains("reuseaddr=0"),
+        "{out:?}"
+    );
 }

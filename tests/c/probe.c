@@ -39,6 +39,8 @@
  *                                      let it bind PORT; print rc, its socket's SO_REUSEADDR
  *                                      and whether its own dup() stayed its own
  *   probe noprv PROGRAM ARG...         runs PROGRAM where process_vm_readv fails (seccomp)
+ *   probe noauxv PROGRAM ARG...        runs PROGRAM where prctl(PR_GET_AUXV) fails with
+ *                                      EINVAL, as on kernels before 6.4 (seccomp)
  *   probe exec NAME=VALUE... -- PROGRAM ARG...
  *                                      execs PROGRAM with exactly those environment entries
  *                                      (duplicates kept) and PATH
@@ -501,6 +503,37 @@ static int do_noprv(char **argv) {
 #endif
 }
 
+#ifndef PR_GET_AUXV
+#define PR_GET_AUXV 0x41555856
+#endif
+
+/* Runs PROGRAM with a seccomp filter under which prctl(PR_GET_AUXV, ...) fails with
+ * EINVAL, as it does on kernels before 6.4; every other call is allowed. */
+static int do_noauxv(char **argv) {
+#ifndef HAVE_SECCOMP
+    (void)argv;
+    fprintf(stderr, "no seccomp headers here\n");
+    return 2;
+#else
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_GET_AUXV, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+        perror("seccomp");
+        return 2;
+    }
+    execvp(argv[0], argv);
+    perror("execvp");
+    return 127;
+#endif
+}
+
 static int do_exec(int argc, char **argv) {
     char *env[256];
     int n = 0, i = 2;
@@ -522,6 +555,7 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "dupfail") == 0) return do_dupfail(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "exec") == 0) return do_exec(argc, argv);
     if (argc >= 3 && strcmp(argv[1], "noprv") == 0) return do_noprv(argv + 2);
+    if (argc >= 3 && strcmp(argv[1], "noauxv") == 0) return do_noauxv(argv + 2);
     if (argc >= 5 && strcmp(argv[1], "deepbind") == 0) return do_deepbind(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 6 && strcmp(argv[1], "bind") == 0)
         return do_bind(atoi(argv[2]), strcmp(argv[2], "6rfc2133") == 0, argv[3], argv[4], atoi(argv[5]),
