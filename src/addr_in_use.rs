@@ -126,50 +126,85 @@ pub fn after(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> (c_int, c_in
 /// With REUSE_TAKEOVER=1 and no REUSE_WAIT_MS, how long a stopped holder has to exit.
 const TAKEOVER_GRACE_MS: u64 = 3000;
 
+/// Most processes one takeover stops: a leftover instance can be a master and its workers,
+/// all holding the one socket.
+const TAKEOVER_MAX: usize = 16;
+
+/// Stops, one at a time, each process that holds the port and may be stopped (a leftover
+/// of this same program, not the caller's own family, not another user's), until the bind
+/// succeeds. Several processes can hold one listening socket (a master and the workers it
+/// forked; workers that outlive their master's SIGTERM, as PHP's built-in server's do), so
+/// stopping the first is not the end of it. None when nobody was stopped, or the port is
+/// still held by someone who may not be: the caller then names the holder.
 fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_int, c_int)> {
     let ep = f.ep;
     let me = sys::getpid();
     let my_uid = sys::getuid();
-    let summary = procfs::summarize(ep, f.transport);
     let mine = Ancestry::of(me);
     let mut skip = [me; 4];
     for (d, s) in skip.iter_mut().skip(1).zip(f.skip) {
         *d = *s;
     }
-    for &(inode, uid) in summary.listener_inodes() {
-        let Some(owner) = procfs::owner_of(inode, &skip) else {
-            continue;
-        };
-        let theirs = Ancestry::of(owner.pid);
-        let refusal = if uid != my_uid {
-            Some(in_use::Refusal::AnotherUser)
-        } else if let (Some(m), Some(t)) = (&mine, &theirs) {
-            let mine = m.lineage(me);
-            let forked = mine
-                .ancestors
-                .first()
-                .is_some_and(|&parent| procfs::same_program(parent).is_ok());
-            in_use::kinship(&mine, &t.lineage(owner.pid), forked)
-                .or_else(|| procfs::same_program(owner.pid).err())
-        } else {
-            // A process that cannot be placed in the tree is not stopped.
-            Some(in_use::Refusal::AnotherProgram)
-        };
-        if let Some(why) = refusal {
-            report::at(Level::Warn, |l| {
-                put!(
-                    l,
-                    ep,
-                    ": not taking over from PID ",
-                    owner.pid,
-                    " (",
-                    owner.name(),
-                    "): ",
-                    why.text()
-                )
-            });
-            continue;
+    // Each process is named once: stopped, or said to be left alone.
+    let mut seen = [0i32; 2 * TAKEOVER_MAX];
+    let (mut said, mut stopped) = (0, 0);
+    let mut last = None;
+    while stopped < TAKEOVER_MAX {
+        let summary = procfs::summarize(ep, f.transport);
+        let mut next = None;
+        for &(inode, uid) in summary.listener_inodes() {
+            let Some(owner) = procfs::owner_of(inode, &skip) else {
+                continue;
+            };
+            if seen.contains(&owner.pid) {
+                // Stopped and still there, or left alone: not again.
+                continue;
+            }
+            let theirs = Ancestry::of(owner.pid);
+            let refusal = if uid != my_uid {
+                Some(in_use::Refusal::AnotherUser)
+            } else if let (Some(m), Some(t)) = (&mine, &theirs) {
+                let mine = m.lineage(me);
+                let forked = mine
+                    .ancestors
+                    .first()
+                    .is_some_and(|&parent| procfs::same_program(parent).is_ok());
+                in_use::kinship(&mine, &t.lineage(owner.pid), forked)
+                    .or_else(|| procfs::same_program(owner.pid).err())
+            } else {
+                // A process that cannot be placed in the tree is not stopped.
+                Some(in_use::Refusal::AnotherProgram)
+            };
+            if let Some(why) = refusal {
+                report::at(Level::Warn, |l| {
+                    put!(
+                        l,
+                        ep,
+                        ": not taking over from PID ",
+                        owner.pid,
+                        " (",
+                        owner.name(),
+                        "): ",
+                        why.text()
+                    )
+                });
+                if let Some(slot) = seen.get_mut(said) {
+                    *slot = owner.pid;
+                    said += 1;
+                }
+                continue;
+            }
+            next = Some((inode, owner));
+            break;
         }
+        let Some((inode, owner)) = next else {
+            break;
+        };
+        if let Some(slot) = seen.get_mut(said) {
+            *slot = owner.pid;
+            said += 1;
+        }
+        stopped += 1;
         report::at(Level::Warn, |l| {
             put!(
                 l,
@@ -181,41 +216,77 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
                 "), an earlier instance of this program still listening (REUSE_TAKEOVER=1)"
             )
         });
-        // What matters is the port, not the process: bind as soon as it is released (a
-        // zombie or a slow exit handler no longer holds it), SIGKILL only if it is not.
-        let grace = if cfg.wait_ms > 0 {
-            cfg.wait_ms as u64
-        } else {
-            TAKEOVER_GRACE_MS
-        };
-        sys::kill(owner.pid, libc::SIGTERM);
-        let mut r = retry(&mut *attempt, grace);
-        // The PID may have exited and been reused while we waited: SIGKILL only the process
-        // that still holds this very socket.
-        if r.0 != 0
-            && r.1 == libc::EADDRINUSE
-            && procfs::owner_of(inode, &skip).is_some_and(|o| o.pid == owner.pid)
-        {
-            report::at(Level::Warn, |l| {
-                put!(
-                    l,
-                    ep,
-                    ": PID ",
-                    owner.pid,
-                    " still holds the port after ",
-                    grace,
-                    " ms: SIGKILL"
-                )
-            });
-            sys::kill(owner.pid, libc::SIGKILL);
-            r = retry(attempt, 1000);
-        }
+        let r = stop(cfg, ep, owner.pid, inode, &mut *attempt);
+        last = Some(r);
         if r.0 == 0 {
             report::at(Level::Info, |l| put!(l, ep, ": bound after taking over"));
+            return last;
         }
-        return Some(r);
+        if r.1 != libc::EADDRINUSE {
+            return last;
+        }
     }
-    None
+    // Still in use: the caller's line names who holds the port now.
+    last.filter(|r| r.1 != libc::EADDRINUSE)
+}
+
+/// SIGTERM to `pid`, then binds as soon as the port is free; moves on as soon as `pid` no
+/// longer holds the socket (another process may hold it too); SIGKILL if it still does after
+/// the grace. What matters is the port, not the process: a zombie or a slow exit handler no
+/// longer holds it. The last try's result.
+fn stop(
+    cfg: &Config,
+    ep: &Endpoint,
+    pid: i32,
+    inode: u64,
+    attempt: Attempt<'_>,
+) -> (c_int, c_int) {
+    let grace = if cfg.wait_ms > 0 {
+        cfg.wait_ms as u64
+    } else {
+        TAKEOVER_GRACE_MS
+    };
+    sys::kill(pid, libc::SIGTERM);
+    let deadline = sys::monotonic_ms() + grace;
+    let mut pause = 2u64;
+    let mut last = (-1, libc::EADDRINUSE);
+    while sys::monotonic_ms() < deadline {
+        if !sys::sleep_ms(pause) {
+            return last;
+        }
+        pause = (pause * 2).min(100);
+        last = attempt();
+        if last.0 == 0 || last.1 != libc::EADDRINUSE || !procfs::holds(pid, inode) {
+            return last;
+        }
+    }
+    // The PID may have exited and been reused while we waited: SIGKILL only the process
+    // that still holds this very socket.
+    if procfs::holds(pid, inode) {
+        report::at(Level::Warn, |l| {
+            put!(
+                l,
+                ep,
+                ": PID ",
+                pid,
+                " still holds the port after ",
+                grace,
+                " ms: SIGKILL"
+            )
+        });
+        sys::kill(pid, libc::SIGKILL);
+        let end = sys::monotonic_ms() + 1000;
+        while sys::monotonic_ms() < end {
+            if !sys::sleep_ms(10) {
+                break;
+            }
+            last = attempt();
+            if last.0 == 0 || last.1 != libc::EADDRINUSE || !procfs::holds(pid, inode) {
+                break;
+            }
+        }
+    }
+    last
 }
 
 /// After a bind that needed SO_REUSEPORT to succeed: another process's live socket is on the

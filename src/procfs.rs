@@ -161,6 +161,10 @@ impl PathBuf {
         p
     }
 
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
     fn c(&self) -> &CStr {
         self.buf
             .get(..=self.len)
@@ -263,9 +267,7 @@ const OWNER_SCAN_MS: u64 = 250;
 /// at most 32768 processes and 65536 descriptors each, for 250 ms at most; /proc of other
 /// users' processes is unreadable without privilege, which leaves those holders unnamed.
 pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
-    let digits = Digits::of(inode);
-    let want = PathBuf::new(&[b"socket:[", digits.bytes(), b"]"]);
-    let want = want.buf.get(..want.len).unwrap_or_default();
+    let want = socket_link(inode);
     let mut found: Option<Owner> = None;
     let mut procs = 0;
     // A bind waits for this: on a host with thousands of processes, give up unnamed
@@ -280,27 +282,47 @@ pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
             return procs < 32768;
         }
         let pid_s = Digits::of(pid);
-        let dir = PathBuf::new(&[b"/proc/", pid_s.bytes(), b"/fd"]);
-        let mut fds = 0;
-        for_each_number(dir.c(), |fd| {
-            fds += 1;
-            let fd_s = Digits::of(fd);
-            let link = PathBuf::new(&[b"/proc/", pid_s.bytes(), b"/fd/", fd_s.bytes()]);
-            let mut target = [0u8; 40];
-            let n = sys::readlink(link.c(), &mut target);
-            if n > 0 && target.get(..n as usize) == Some(want) {
-                let mut o = Owner {
-                    pid: pid as i32,
-                    comm: [0; 16],
-                    comm_len: 0,
-                };
-                read_comm(pid_s.bytes(), &mut o);
-                found = Some(o);
-                return false;
-            }
-            fds < 65536
-        });
+        if has_socket(pid_s.bytes(), &want) {
+            let mut o = Owner {
+                pid: pid as i32,
+                comm: [0; 16],
+                comm_len: 0,
+            };
+            read_comm(pid_s.bytes(), &mut o);
+            found = Some(o);
+        }
         found.is_none() && procs < 32768
+    });
+    found
+}
+
+/// Whether process `pid` still has socket `inode` open.
+pub fn holds(pid: i32, inode: u64) -> bool {
+    let Ok(pid) = u64::try_from(pid) else {
+        return false;
+    };
+    has_socket(Digits::of(pid).bytes(), &socket_link(inode))
+}
+
+/// What /proc/PID/fd/N links to for a socket: `socket:[INODE]`.
+fn socket_link(inode: u64) -> PathBuf {
+    let digits = Digits::of(inode);
+    PathBuf::new(&[b"socket:[", digits.bytes(), b"]"])
+}
+
+/// Whether one of process `pid_s`'s descriptors (at most 65536 looked at) is that socket.
+fn has_socket(pid_s: &[u8], want: &PathBuf) -> bool {
+    let dir = PathBuf::new(&[b"/proc/", pid_s, b"/fd"]);
+    let mut fds = 0;
+    let mut found = false;
+    for_each_number(dir.c(), |fd| {
+        fds += 1;
+        let fd_s = Digits::of(fd);
+        let link = PathBuf::new(&[b"/proc/", pid_s, b"/fd/", fd_s.bytes()]);
+        let mut target = [0u8; 40];
+        let n = sys::readlink(link.c(), &mut target);
+        found = n > 0 && target.get(..n as usize) == Some(want.bytes());
+        !found && fds < 65536
     });
     found
 }

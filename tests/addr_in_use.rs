@@ -172,6 +172,74 @@ fn an_orphaned_worker_of_the_same_program_is_taken_over() {
     );
 }
 
+/// A leftover instance of several processes that share one listening socket (a master and
+/// its workers, as `php -S` with PHP_CLI_SERVER_WORKERS makes, whose workers outlive their
+/// master's SIGTERM): takeover stops each of them in turn, then binds. (It once stopped the
+/// master alone and gave up without a word, and the server failed with EADDRINUSE.)
+#[test]
+fn takeover_stops_every_process_of_a_leftover_instance_that_holds_the_socket() {
+    let code = "import os,socket,sys,time
+s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)
+kids = []
+for _ in range(2):
+    k = os.fork()
+    if k == 0:
+        for _ in range(60): time.sleep(1)
+        os._exit(0)
+    kids.append(k)
+print(' '.join(str(p) for p in [os.getpid()] + kids), flush=True)
+time.sleep(60)
+";
+    let port = free_port().to_string();
+    let start = |preload: bool, env: &[(&str, &str)]| {
+        let mut c = command(python(), preload);
+        c.args(["-c", code, &port]).envs(env.iter().copied());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let mut p = Proc {
+            child: c.spawn().expect("spawn python"),
+            name: "python".into(),
+        };
+        let mut line = String::new();
+        let _ = BufReader::new(p.child.stdout.take().unwrap()).read_line(&mut line);
+        let pids: Vec<i32> = line
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        (p, pids)
+    };
+    let (old, old_pids) = start(false, &[]);
+    let _group = Group(old.pid());
+    assert_eq!(old_pids.len(), 3, "the old instance did not start");
+    let (new, new_pids) = start(
+        true,
+        &[("REUSE_TAKEOVER", "1"), ("REUSE_WAIT_MS", "1000")],
+    );
+    let _new_group = Group(new.pid());
+    let err = new.stderr_text();
+    assert_eq!(new_pids.len(), 3, "the new instance did not bind: {err}");
+    for pid in &old_pids {
+        let t0 = Instant::now();
+        while alive(*pid) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(*pid), "PID {pid} of the old instance still runs: {err}");
+    }
+    assert!(err.contains("taking over: stopping PID"), "{err}");
+}
+
+/// Kills a process group the test made, when the test ends (passed or not).
+struct Group(i32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: signals the group this test created.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
 #[test]
 fn a_listener_of_another_program_is_left_alone_under_takeover() {
     if probe().is_none() {
