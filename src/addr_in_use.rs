@@ -234,13 +234,7 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
 /// longer holds the socket (another process may hold it too); SIGKILL if it still does after
 /// the grace. What matters is the port, not the process: a zombie or a slow exit handler no
 /// longer holds it. The last try's result.
-fn stop(
-    cfg: &Config,
-    ep: &Endpoint,
-    pid: i32,
-    inode: u64,
-    attempt: Attempt<'_>,
-) -> (c_int, c_int) {
+fn stop(cfg: &Config, ep: &Endpoint, pid: i32, inode: u64, attempt: Attempt<'_>) -> (c_int, c_int) {
     let grace = if cfg.wait_ms > 0 {
         cfg.wait_ms as u64
     } else {

@@ -335,6 +335,11 @@ pub fn v6only(fd: c_int) -> bool {
     int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_some_and(|v| v != 0)
 }
 
+/// SO_REUSEPORT as the server set it on its socket.
+pub fn reuseport(fd: c_int) -> bool {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT).is_some_and(|v| v != 0)
+}
+
 /// Answers the bind of `fd` from the held socket, or says why not.
 pub fn take(hold: &Hold, fd: c_int, request: &Request) -> Outcome {
     let ep = request.endpoint;

@@ -483,6 +483,7 @@ unsafe fn bind_held(
         endpoint: ep,
         v6only: ep.is_v6() && handover::v6only(fd),
         scope_id: a.scope_id,
+        reuseport: handover::reuseport(fd),
     };
     let outcome = handover::take(hold, fd, &request);
     let (rc, err) = match outcome {

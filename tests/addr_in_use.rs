@@ -213,10 +213,7 @@ time.sleep(60)
     let (old, old_pids) = start(false, &[]);
     let _group = Group(old.pid());
     assert_eq!(old_pids.len(), 3, "the old instance did not start");
-    let (new, new_pids) = start(
-        true,
-        &[("REUSE_TAKEOVER", "1"), ("REUSE_WAIT_MS", "1000")],
-    );
+    let (new, new_pids) = start(true, &[("REUSE_TAKEOVER", "1"), ("REUSE_WAIT_MS", "1000")]);
     let _new_group = Group(new.pid());
     let err = new.stderr_text();
     assert_eq!(new_pids.len(), 3, "the new instance did not bind: {err}");
@@ -225,7 +222,10 @@ time.sleep(60)
         while alive(*pid) && t0.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(!alive(*pid), "PID {pid} of the old instance still runs: {err}");
+        assert!(
+            !alive(*pid),
+            "PID {pid} of the old instance still runs: {err}"
+        );
     }
     assert!(err.contains("taking over: stopping PID"), "{err}");
 }

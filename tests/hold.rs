@@ -1115,6 +1115,43 @@ fn hold_script(port: u16, script: &str, env: &[(&str, &str)]) -> (String, String
     )
 }
 
+/// A server that sets SO_REUSEPORT itself runs two live instances on one port, as without
+/// reuse: under hold, the second binds a socket of its own beside the held one (which has
+/// SO_REUSEPORT too, as the server's own socket would have). A server that does not set it
+/// still gets EADDRINUSE for its second instance. (Two such instances once failed under hold
+/// where they ran without it.)
+#[test]
+fn a_server_that_sets_so_reuseport_itself_runs_two_instances_under_hold() {
+    let code = "import socket,sys,time
+s = socket.socket()
+if sys.argv[2] == 'share': s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8); print('bound', flush=True)
+except OSError as e:
+    print('errno', e.errno, flush=True)
+time.sleep(2)
+";
+    for (mode, want) in [
+        ("share", ["bound", "bound"]),
+        ("alone", ["bound", "errno 98"]),
+    ] {
+        let port = free_port();
+        let script = format!(
+            "{py} -c \"$CODE\" {port} {mode} & sleep 0.5; {py} -c \"$CODE\" {port} {mode}; wait",
+            py = python().display()
+        );
+        let mut c = reuse_run(&["--hold", &port.to_string(), "--", "sh", "-c", &script]);
+        c.env("CODE", code);
+        let out = run(&mut c, Duration::from_secs(30));
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines, want, "{mode}: {stdout}\n{err}");
+    }
+}
+
 /// Whether a live instance has the held socket is judged by looking at the descriptors of
 /// COMMAND's tree; an instance whose descriptors cannot be read (here: not dumpable, under a
 /// reuse run by an ordinary user) counts as having it. It was once taken as proof of the

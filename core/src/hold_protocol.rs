@@ -24,6 +24,9 @@ pub struct Request {
     pub v6only: bool,
     /// sin6_scope_id, for link-local v6 addresses.
     pub scope_id: u32,
+    /// SO_REUSEPORT as the server set it on its own socket: a second live instance may then
+    /// bind beside the first, as it could without reuse. Not part of the key.
+    pub reuseport: bool,
 }
 
 impl Request {
@@ -96,19 +99,20 @@ impl Message {
                     }
                     Endpoint::V6(a, p) => (1u8, a, p),
                 };
-                let mut body = [0u8; 24];
+                let mut body = [0u8; 25];
                 let fields = [v6, u8::from(r.v6only)]
                     .into_iter()
                     .chain(port.to_be_bytes())
                     .chain(addr)
-                    .chain(r.scope_id.to_be_bytes());
+                    .chain(r.scope_id.to_be_bytes())
+                    .chain([u8::from(r.reuseport)]);
                 for (d, s) in body.iter_mut().zip(fields) {
                     *d = s;
                 }
                 (ASK, body)
             }
-            Message::Installed => (INSTALLED, [0u8; 24]),
-            Message::NotInstalled => (NOT_INSTALLED, [0u8; 24]),
+            Message::Installed => (INSTALLED, [0u8; 25]),
+            Message::NotInstalled => (NOT_INSTALLED, [0u8; 25]),
         };
         let mut b = [0u8; MESSAGE_LEN];
         for (d, s) in b
@@ -140,8 +144,9 @@ impl Message {
             return None;
         }
         let (addr, rest) = rest.split_first_chunk::<16>()?;
-        let (scope, reserved) = rest.split_first_chunk::<4>()?;
-        if reserved.iter().any(|z| *z != 0) {
+        let (scope, rest) = rest.split_first_chunk::<4>()?;
+        let (&[reuseport], reserved) = rest.split_first_chunk::<1>()?;
+        if reuseport > 1 || reserved.iter().any(|z| *z != 0) {
             return None;
         }
         let port = u16::from_be_bytes([p0, p1]);
@@ -158,6 +163,7 @@ impl Message {
             endpoint,
             v6only: v6only == 1,
             scope_id: u32::from_be_bytes(*scope),
+            reuseport: reuseport == 1,
         }))
     }
 }
@@ -236,9 +242,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn requests_round_trip(v6: bool, a: [u8; 16], port: u16, v6only: bool, scope_id: u32) {
+        fn requests_round_trip(v6: bool, a: [u8; 16], port: u16, v6only: bool, scope_id: u32, reuseport: bool) {
             let endpoint = if v6 { Endpoint::V6(a, port) } else { Endpoint::V4([a[0], a[1], a[2], a[3]], port) };
-            let m = Message::Ask(Request { endpoint, v6only, scope_id });
+            let m = Message::Ask(Request { endpoint, v6only, scope_id, reuseport });
             prop_assert_eq!(Message::decode(&m.encode()), Some(m));
         }
 
@@ -271,6 +277,7 @@ mod tests {
             endpoint,
             v6only,
             scope_id,
+            reuseport: false,
         }
     }
 
@@ -320,6 +327,7 @@ mod tests {
             endpoint: Endpoint::V4([127, 0, 0, 1], 80),
             v6only: false,
             scope_id: 0,
+            reuseport: false,
         });
         let mut b = m.encode();
         b[20] = 1;

@@ -8,8 +8,8 @@
 //!   hand-over bridges the gap after the previous instance's death, it does not let two
 //!   live instances share one socket (and one O_NONBLOCK flag). A second live instance gets
 //!   EADDRINUSE, as without reuse (and waits or takes over if asked), unless sharing was
-//!   asked for (`--options port`): then it binds a socket of its own in the port's
-//!   SO_REUSEPORT group.
+//!   asked for (`--options port`, or SO_REUSEPORT set by the server on its own socket):
+//!   then it binds a socket of its own in the port's SO_REUSEPORT group.
 //! - A new address on a held port replaces the held sockets it conflicts with only when
 //!   none of them is in use and the new socket could be made; a failed request keeps them.
 
@@ -349,6 +349,7 @@ impl Server {
                 endpoint,
                 v6only,
                 scope_id: 0,
+                reuseport: false,
             },
             inode: procfs::inode_of(fd.as_fd()).unwrap_or(0),
             fd,
@@ -407,7 +408,9 @@ impl Server {
             .collect();
         for at in hung {
             let pid = self.me;
-            let _ = self.revive(at, pid);
+            if let Some(req) = self.held.get(at).map(|h| h.request) {
+                let _ = self.revive(at, pid, &req);
+            }
         }
         fds.truncate(1 + conns);
         let ready: Vec<bool> = fds.iter().map(|p| p.revents != 0).collect();
@@ -559,7 +562,11 @@ impl Server {
         let at = match found {
             Some(at) => {
                 if self.taken(at) {
-                    let reply = if self.options.port {
+                    // Sharing asked for, by --options port or by the server itself (its
+                    // own socket has SO_REUSEPORT, as the held one then has): the second
+                    // instance binds beside the first, as it could without reuse.
+                    let share = self.options.port || req.reuseport;
+                    let reply = if share {
                         Reply::BindYourself
                     } else {
                         Reply::Fail(libc::EADDRINUSE)
@@ -569,13 +576,13 @@ impl Server {
                             "reuse[{}]: PID {pid} asked for {} while another live process has it: {}",
                             self.me,
                             req.endpoint,
-                            if self.options.port { "it binds its own socket (--options port)" } else { "EADDRINUSE" }
+                            if share { "it binds its own socket (SO_REUSEPORT)" } else { "EADDRINUSE" }
                         );
                     }
                     send_reply(conn, reply, None);
                     return false;
                 }
-                match self.revive(at, pid) {
+                match self.revive(at, pid, req) {
                     Ok(at) => at,
                     Err(e) => {
                         send_reply(conn, Reply::Fail(e), None);
@@ -621,7 +628,11 @@ impl Server {
         let made = open_listener(req, &self.options, true);
         if made.is_err() {
             for &k in ours {
-                if let Some(h) = self.held.get(k).filter(|_| !self.options.port) {
+                if let Some(h) = self
+                    .held
+                    .get(k)
+                    .filter(|h| !self.options.port && !h.request.reuseport)
+                {
                     let _ = set_int(h.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0);
                 }
             }
@@ -638,7 +649,7 @@ impl Server {
                 );
             }
         }
-        if let (Ok(fd), false) = (&made, self.options.port) {
+        if let (Ok(fd), false) = (&made, self.options.port || req.reuseport) {
             let _ = set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0);
         }
         made
@@ -691,11 +702,22 @@ impl Server {
 
     /// Listens again on held socket `at` if a server shut it down (socat calls shutdown()
     /// on its listener when it stops), or makes it anew; its index, or the errno.
-    fn revive(&mut self, at: usize, pid: i32) -> Result<usize, i32> {
-        let Some(h) = self.held.get(at) else {
+    fn revive(&mut self, at: usize, pid: i32, asked: &Request) -> Result<usize, i32> {
+        let options = self.options;
+        let Some(h) = self.held.get_mut(at) else {
             return Err(libc::EIO);
         };
         let fd = h.fd.as_raw_fd();
+        // SO_REUSEPORT as this instance set it on its own socket (or as --options asks).
+        if !options.port && h.request.reuseport != asked.reuseport {
+            let _ = set_int(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEPORT,
+                asked.reuseport.into(),
+            );
+            h.request.reuseport = asked.reuseport;
+        }
         let mut v: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: v and len outlive the call and len is v's size.
@@ -725,7 +747,7 @@ impl Server {
 
     /// Makes the listening socket for a new address; the index of its entry, or the errno.
     fn hold_new(&mut self, req: &Request, pid: i32) -> Result<usize, i32> {
-        let mut made = open_listener(req, &self.options, false);
+        let mut made = open_listener(req, &self.options, req.reuseport);
         if matches!(&made, Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE)) {
             // Maybe in the way of held sockets of ours (the server moved to another address
             // between restarts): replace those, but only if none is in use and nothing else
