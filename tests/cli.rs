@@ -625,6 +625,24 @@ fn doctor_names_the_pid_and_program_of_a_live_listener() {
     drop(holder);
 }
 
+/// For a UDP port, the advice names `--protocols tcp,udp`: without it the library leaves
+/// UDP binds alone, and `--wait` or `--takeover` alone would do nothing. (It once advised
+/// them bare.)
+#[test]
+fn doctor_advice_for_a_udp_port_asks_for_udp() {
+    let port = common::free_port();
+    let held = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let o = run(reuse().args(["doctor", "--udp", &port.to_string()]));
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("`reuse run --protocols tcp,udp --wait MS`")
+            && text.contains("`reuse run --protocols tcp,udp --takeover`"),
+        "{text}"
+    );
+    drop(held);
+}
+
 #[test]
 fn doctor_sees_an_ipv6_only_listener() {
     if !has_ipv6() {

@@ -128,10 +128,17 @@ impl PortReport {
             );
         }
         let pids: Vec<String> = seen.iter().map(i32::to_string).collect();
+        // The library handles UDP binds only when asked: without it, --wait and --takeover
+        // would do nothing for this port.
+        let udp = if self.transport == Transport::Udp {
+            " --protocols tcp,udp"
+        } else {
+            ""
+        };
         format!(
             "held by PID {}; stop it (kill {}) before starting the new instance, or start the new one with \
-             `reuse run --wait MS` to wait for it to let go; if it is a leftover instance of the same program, \
-             `reuse run --takeover` stops it for you",
+             `reuse run{udp} --wait MS` to wait for it to let go; if it is a leftover instance of the same program, \
+             `reuse run{udp} --takeover` stops it for you",
             named.join(", PID "),
             pids.join(" ")
         )
