@@ -8,7 +8,7 @@
 
 use libc::c_int;
 use reuse_core::config::{Config, Level};
-use reuse_core::decision::Transport;
+use reuse_core::decision::{text, Transport};
 use reuse_core::endpoint::Endpoint;
 use reuse_core::in_use::{self, Cause, Holder};
 use reuse_core::put;
@@ -213,7 +213,13 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
                 owner.pid,
                 " (",
                 owner.name(),
-                "), an earlier instance of this program still listening (REUSE_TAKEOVER=1)"
+                "), an earlier instance of this program still ",
+                if f.transport == Transport::Udp {
+                    text("bound")
+                } else {
+                    text("listening")
+                },
+                " (REUSE_TAKEOVER=1)"
             )
         });
         let r = stop(cfg, ep, owner.pid, inode, &mut *attempt);
