@@ -148,7 +148,6 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
     // Each process is named once: stopped, or said to be left alone.
     let mut seen = [0i32; 2 * TAKEOVER_MAX];
     let (mut said, mut stopped) = (0, 0);
-    let mut last = None;
     while stopped < TAKEOVER_MAX {
         let summary = procfs::summarize(ep, f.transport);
         let mut next = None;
@@ -223,17 +222,16 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
             )
         });
         let r = stop(cfg, ep, owner.pid, inode, &mut *attempt);
-        last = Some(r);
         if r.0 == 0 {
             report::at(Level::Info, |l| put!(l, ep, ": bound after taking over"));
-            return last;
+            return Some(r);
         }
         if r.1 != libc::EADDRINUSE {
-            return last;
+            return Some(r);
         }
     }
-    // Still in use: the caller's line names who holds the port now.
-    last.filter(|r| r.1 != libc::EADDRINUSE)
+    // Still in use, or nobody could be stopped: the caller's line names who holds the port.
+    None
 }
 
 /// SIGTERM to `pid`, then binds as soon as the port is free; moves on as soon as `pid` no
