@@ -478,6 +478,20 @@ static int do_deepbind(const char *lib, const char *mode, int port) {
 #define HAVE_SECCOMP 1
 #endif
 
+#ifdef HAVE_SECCOMP
+/* Runs PROGRAM under the seccomp filter F (N instructions). */
+static int exec_filtered(char **argv, struct sock_filter *f, unsigned short n) {
+    struct sock_fprog prog = {n, f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+        perror("seccomp");
+        return 2;
+    }
+    execvp(argv[0], argv);
+    perror("execvp");
+    return 127;
+}
+#endif
+
 /* Runs PROGRAM with a seccomp filter that refuses process_vm_readv with EPERM, as some
  * container profiles do. */
 static int do_noprv(char **argv) {
@@ -492,14 +506,7 @@ static int do_noprv(char **argv) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
-    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
-        perror("seccomp");
-        return 2;
-    }
-    execvp(argv[0], argv);
-    perror("execvp");
-    return 127;
+    return exec_filtered(argv, f, sizeof f / sizeof f[0]);
 #endif
 }
 
@@ -523,14 +530,7 @@ static int do_noauxv(char **argv) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
-    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
-        perror("seccomp");
-        return 2;
-    }
-    execvp(argv[0], argv);
-    perror("execvp");
-    return 127;
+    return exec_filtered(argv, f, sizeof f / sizeof f[0]);
 #endif
 }
 
