@@ -958,6 +958,8 @@ fn hold_waits_for_and_takes_over_from_an_old_instance() {
         err.contains(&format!("PID {pid} (probe")) && err.contains("waiting up to 5000 ms"),
         "{err}"
     );
+    // Said once, not at every retry of the wait.
+    assert!(err.matches("cannot hold").count() <= 1, "{err}");
 
     // --takeover: the old instance runs the same command line, outside reuse.
     let port = free_port();
@@ -1118,26 +1120,45 @@ fn hold_script(port: u16, script: &str, env: &[(&str, &str)]) -> (String, String
 /// A server that sets SO_REUSEPORT itself runs two live instances on one port, as without
 /// reuse: under hold, the second binds a socket of its own beside the held one (which has
 /// SO_REUSEPORT too, as the server's own socket would have). A server that does not set it
-/// still gets EADDRINUSE for its second instance. (Two such instances once failed under hold
-/// where they ran without it.)
+/// gets EADDRINUSE for a second instance, also when the instance it would join is one that
+/// shared, or one that set SO_REUSEPORT on the held socket itself after its bind. (Two such
+/// instances once failed under hold where they ran without it; then a non-sharing instance
+/// joined the sharing ones.)
 #[test]
 fn a_server_that_sets_so_reuseport_itself_runs_two_instances_under_hold() {
     let code = "import socket,sys,time
 s = socket.socket()
-if sys.argv[2] == 'share': s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+mode = sys.argv[2]
+if mode == 'share': s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 try:
-    s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8); print('bound', flush=True)
+    s.bind(('127.0.0.1', int(sys.argv[1])))
+    if mode == 'after': s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.listen(8); print('bound', flush=True)
 except OSError as e:
     print('errno', e.errno, flush=True)
-time.sleep(2)
+time.sleep(float(sys.argv[3]))
 ";
-    for (mode, want) in [
-        ("share", ["bound", "bound"]),
-        ("alone", ["bound", "errno 98"]),
-    ] {
+    let cases: [(&str, &[&str]); 4] = [
+        // Two sharing instances: both bind.
+        ("S share 2 & sleep 0.5; S share 0.5; wait", &["bound", "bound"]),
+        // Two that do not share: the second is refused.
+        ("S alone 2 & sleep 0.5; S alone 0.5; wait", &["bound", "errno 98"]),
+        // A and B share; A goes; C, which does not share, is refused: B is live.
+        (
+            "S share 3 & a=$!; sleep 0.5; S share 3 & sleep 0.5; kill $a; sleep 0.3; S alone 0; kill %2; wait",
+            &["bound", "bound", "errno 98"],
+        ),
+        // A set SO_REUSEPORT on the held socket after its bind and goes; C does not share,
+        // so D, which does, is refused while C lives.
+        (
+            "S after 0.3; S alone 2 & sleep 0.5; S share 0; wait",
+            &["bound", "bound", "errno 98"],
+        ),
+    ];
+    for (script, want) in cases {
         let port = free_port();
         let script = format!(
-            "{py} -c \"$CODE\" {port} {mode} & sleep 0.5; {py} -c \"$CODE\" {port} {mode}; wait",
+            "S() {{ {py} -c \"$CODE\" {port} \"$@\"; }}\n{script}\n",
             py = python().display()
         );
         let mut c = reuse_run(&["--hold", &port.to_string(), "--", "sh", "-c", &script]);
@@ -1148,7 +1169,7 @@ time.sleep(2)
             String::from_utf8_lossy(&out.stderr),
         );
         let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines, want, "{mode}: {stdout}\n{err}");
+        assert_eq!(lines, want, "{script}: {stdout}\n{err}");
     }
 }
 

@@ -21,8 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reuse_core::config::{Options, PortSet};
+use reuse_core::decision::Transport;
 use reuse_core::endpoint::Endpoint;
 use reuse_core::hold_protocol::{Message, Reply, Request, MESSAGE_LEN};
+use reuse_core::proc_net;
 
 use crate::out::say;
 use crate::procfs;
@@ -80,6 +82,8 @@ pub struct Server {
     /// Every hand-over too (--log info).
     verbose: bool,
     seen: Arc<Mutex<Seen>>,
+    /// The last address that could not be held, and why: said once.
+    last_refusal: Option<(Endpoint, i32)>,
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -88,6 +92,22 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(rc)
     }
+}
+
+fn get_int(fd: RawFd, level: i32, name: i32) -> Option<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len outlive the call and len is v's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(v)
 }
 
 fn set_int(fd: RawFd, level: i32, name: i32, v: i32) -> io::Result<()> {
@@ -299,6 +319,7 @@ impl Server {
             speak,
             verbose,
             seen,
+            last_refusal: None,
         }
     }
 
@@ -582,6 +603,20 @@ impl Server {
                     send_reply(conn, reply, None);
                     return false;
                 }
+                if !(self.options.port || req.reuseport) && self.shared_beside(at) {
+                    // An instance that asked for no sharing would join the live ones'
+                    // SO_REUSEPORT group through the held socket: as without reuse, the
+                    // port is in use.
+                    if self.verbose {
+                        say!(
+                            "reuse[{}]: PID {pid} asked for {} while other live instances share the port: EADDRINUSE",
+                            self.me,
+                            req.endpoint
+                        );
+                    }
+                    send_reply(conn, Reply::Fail(libc::EADDRINUSE), None);
+                    return false;
+                }
                 match self.revive(at, pid, req) {
                     Ok(at) => at,
                     Err(e) => {
@@ -700,6 +735,30 @@ impl Server {
         }
     }
 
+    /// Whether a live socket other than held socket `at` listens on its address (instances
+    /// that shared the port bound their own beside it).
+    fn shared_beside(&self, at: usize) -> bool {
+        let Some(h) = self.held.get(at) else {
+            return false;
+        };
+        // Nobody can be bound beside a socket without SO_REUSEPORT (the kernel refuses the
+        // bind; and it is cleared only for an instance that shared with nobody): the usual
+        // restart reads no socket table.
+        if get_int(h.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT) != Some(1) {
+            return false;
+        }
+        let ep = h.request.endpoint;
+        let Some(table) = procfs::table(Transport::Tcp, ep.is_v6()) else {
+            return false;
+        };
+        table.iter().any(|e| {
+            e.state == proc_net::TCP_LISTEN
+                && e.inode != h.inode
+                && e.local.port() == ep.port()
+                && (e.local == ep || e.local.is_any() || ep.is_any())
+        })
+    }
+
     /// Listens again on held socket `at` if a server shut it down (socat calls shutdown()
     /// on its listener when it stops), or makes it anew; its index, or the errno.
     fn revive(&mut self, at: usize, pid: i32, asked: &Request) -> Result<usize, i32> {
@@ -708,8 +767,9 @@ impl Server {
             return Err(libc::EIO);
         };
         let fd = h.fd.as_raw_fd();
-        // SO_REUSEPORT as this instance set it on its own socket (or as --options asks).
-        if !options.port && h.request.reuseport != asked.reuseport {
+        // SO_REUSEPORT as this instance set it on its own socket (or as --options asks),
+        // whatever the one before did: it may have set it on the held socket itself.
+        if !options.port {
             let _ = set_int(
                 fd,
                 libc::SOL_SOCKET,
@@ -718,19 +778,8 @@ impl Server {
             );
             h.request.reuseport = asked.reuseport;
         }
-        let mut v: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len outlive the call and len is v's size.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ACCEPTCONN,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if (rc == 0 && v != 0) || crate::sys::listen(fd, libc::SOMAXCONN) == 0 {
+        let listening = get_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).is_some_and(|v| v != 0);
+        if listening || crate::sys::listen(fd, libc::SOMAXCONN) == 0 {
             return Ok(at);
         }
         let req = h.request;
@@ -798,10 +847,13 @@ impl Server {
                 Ok(self.held.len() - 1)
             }
             Err(e) => {
-                if self.speak {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                // Once, not at every retry of a server that waits or takes over.
+                if self.speak && self.last_refusal != Some((req.endpoint, errno)) {
                     say!("reuse[{}]: cannot hold {}: {e}", self.me, req.endpoint);
                 }
-                Err(e.raw_os_error().unwrap_or(libc::EIO))
+                self.last_refusal = Some((req.endpoint, errno));
+                Err(errno)
             }
         }
     }
