@@ -130,98 +130,102 @@ const TAKEOVER_GRACE_MS: u64 = 3000;
 /// all holding the one socket.
 const TAKEOVER_MAX: usize = 16;
 
-/// Stops, one at a time, each process that holds the port and may be stopped (a leftover
-/// of this same program, not the caller's own family, not another user's), until the bind
-/// succeeds. Several processes can hold one listening socket (a master and the workers it
-/// forked; workers that outlive their master's SIGTERM, as PHP's built-in server's do), so
-/// stopping the first is not the end of it. None when nobody was stopped, or the port is
-/// still held by someone who may not be: the caller then names the holder.
+/// Rounds of stopping: a master stopped may have forked a worker in between, which holds the
+/// socket too. Each round lasts at most the grace and one second.
+const TAKEOVER_ROUNDS: usize = 4;
+
+/// Stops every process that holds the port, when every one may be stopped (a leftover of
+/// this same program, not the caller's own family, not another user's), and binds as soon
+/// as the port is free. Several processes can hold one listening socket (a master and the
+/// workers it forked; workers that outlive their master's SIGTERM, as PHP's built-in
+/// server's do), so all of them are found first: if one of them may not be stopped, none
+/// is, since stopping the others would not free the port. None when nobody was stopped or
+/// the port is still held: the caller then names the holder.
 fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_int, c_int)> {
     let ep = f.ep;
     let me = sys::getpid();
-    let my_uid = sys::getuid();
     let mine = Ancestry::of(me);
     let mut skip = [me; 4];
     for (d, s) in skip.iter_mut().skip(1).zip(f.skip) {
         *d = *s;
     }
-    // Each process is named once: stopped, or said to be left alone.
-    let mut seen = [0i32; 2 * TAKEOVER_MAX];
-    let (mut said, mut stopped) = (0, 0);
-    while stopped < TAKEOVER_MAX {
+    // Each process is named once.
+    let mut named = [0i32; TAKEOVER_MAX];
+    let mut said = 0;
+    let mut name_once = |pid: i32| {
+        if named.contains(&pid) {
+            return false;
+        }
+        if let Some(slot) = named.get_mut(said) {
+            *slot = pid;
+            said += 1;
+        }
+        true
+    };
+    for _ in 0..TAKEOVER_ROUNDS {
         let summary = procfs::summarize(ep, f.transport);
-        let mut next = None;
+        let mut targets: [Option<(procfs::Owner, u64)>; TAKEOVER_MAX] =
+            [const { None }; TAKEOVER_MAX];
+        let (mut count, mut refused) = (0, false);
         for &(inode, uid) in summary.listener_inodes() {
-            let Some(owner) = procfs::owner_of(inode, &skip) else {
-                continue;
-            };
-            if seen.contains(&owner.pid) {
-                // Stopped and still there, or left alone: not again.
-                continue;
+            procfs::holders(inode, &skip, |owner| {
+                if let Some(why) = refusal(&owner, uid, me, mine.as_ref()) {
+                    if name_once(owner.pid) {
+                        report::at(Level::Warn, |l| {
+                            put!(
+                                l,
+                                ep,
+                                ": not taking over from PID ",
+                                owner.pid,
+                                " (",
+                                owner.name(),
+                                "): ",
+                                why.text()
+                            )
+                        });
+                    }
+                    refused = true;
+                    return false;
+                }
+                match targets.get_mut(count) {
+                    Some(slot) => {
+                        *slot = Some((owner, inode));
+                        count += 1;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if refused {
+                return None;
             }
-            let theirs = Ancestry::of(owner.pid);
-            let refusal = if uid != my_uid {
-                Some(in_use::Refusal::AnotherUser)
-            } else if let (Some(m), Some(t)) = (&mine, &theirs) {
-                let mine = m.lineage(me);
-                let forked = mine
-                    .ancestors
-                    .first()
-                    .is_some_and(|&parent| procfs::same_program(parent).is_ok());
-                in_use::kinship(&mine, &t.lineage(owner.pid), forked)
-                    .or_else(|| procfs::same_program(owner.pid).err())
-            } else {
-                // A process that cannot be placed in the tree is not stopped.
-                Some(in_use::Refusal::AnotherProgram)
-            };
-            if let Some(why) = refusal {
+        }
+        if count == 0 {
+            return None;
+        }
+        for (owner, _) in targets.iter().flatten() {
+            if name_once(owner.pid) {
                 report::at(Level::Warn, |l| {
                     put!(
                         l,
                         ep,
-                        ": not taking over from PID ",
+                        ": taking over: stopping PID ",
                         owner.pid,
                         " (",
                         owner.name(),
-                        "): ",
-                        why.text()
+                        "), an earlier instance of this program still ",
+                        if f.transport == Transport::Udp {
+                            text("bound")
+                        } else {
+                            text("listening")
+                        },
+                        " (REUSE_TAKEOVER=1)"
                     )
                 });
-                if let Some(slot) = seen.get_mut(said) {
-                    *slot = owner.pid;
-                    said += 1;
-                }
-                continue;
             }
-            next = Some((inode, owner));
-            break;
+            sys::kill(owner.pid, libc::SIGTERM);
         }
-        let Some((inode, owner)) = next else {
-            break;
-        };
-        if let Some(slot) = seen.get_mut(said) {
-            *slot = owner.pid;
-            said += 1;
-        }
-        stopped += 1;
-        report::at(Level::Warn, |l| {
-            put!(
-                l,
-                ep,
-                ": taking over: stopping PID ",
-                owner.pid,
-                " (",
-                owner.name(),
-                "), an earlier instance of this program still ",
-                if f.transport == Transport::Udp {
-                    text("bound")
-                } else {
-                    text("listening")
-                },
-                " (REUSE_TAKEOVER=1)"
-            )
-        });
-        let r = stop(cfg, ep, owner.pid, inode, &mut *attempt);
+        let r = wait_for_release(cfg, ep, &targets, &mut *attempt);
         if r.0 == 0 {
             report::at(Level::Info, |l| put!(l, ep, ": bound after taking over"));
             return Some(r);
@@ -230,21 +234,55 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
             return Some(r);
         }
     }
-    // Still in use, or nobody could be stopped: the caller's line names who holds the port.
+    // Still in use: the caller's line names who holds the port.
     None
 }
 
-/// SIGTERM to `pid`, then binds as soon as the port is free; moves on as soon as `pid` no
-/// longer holds the socket (another process may hold it too); SIGKILL if it still does after
-/// the grace. What matters is the port, not the process: a zombie or a slow exit handler no
-/// longer holds it. The last try's result.
-fn stop(cfg: &Config, ep: &Endpoint, pid: i32, inode: u64, attempt: Attempt<'_>) -> (c_int, c_int) {
+/// Why the process holding a socket of user `uid` may not be stopped, if it may not.
+fn refusal(
+    owner: &procfs::Owner,
+    uid: u32,
+    me: i32,
+    mine: Option<&Ancestry>,
+) -> Option<in_use::Refusal> {
+    if uid != sys::getuid() {
+        return Some(in_use::Refusal::AnotherUser);
+    }
+    let (Some(m), Some(t)) = (mine, Ancestry::of(owner.pid)) else {
+        // A process that cannot be placed in the tree is not stopped.
+        return Some(in_use::Refusal::AnotherProgram);
+    };
+    let mine = m.lineage(me);
+    let forked = mine
+        .ancestors
+        .first()
+        .is_some_and(|&parent| procfs::same_program(parent).is_ok());
+    in_use::kinship(&mine, &t.lineage(owner.pid), forked)
+        .or_else(|| procfs::same_program(owner.pid).err())
+}
+
+/// After SIGTERM to `targets`: binds as soon as the port is free; returns as soon as none of
+/// them holds its socket any longer (another process may have taken it up: the next round
+/// looks again); SIGKILL to those that still do after the grace. What matters is the port,
+/// not the processes: a zombie or a slow exit handler no longer holds it. The last try's
+/// result.
+fn wait_for_release(
+    cfg: &Config,
+    ep: &Endpoint,
+    targets: &[Option<(procfs::Owner, u64)>],
+    attempt: Attempt<'_>,
+) -> (c_int, c_int) {
     let grace = if cfg.wait_ms > 0 {
         cfg.wait_ms as u64
     } else {
         TAKEOVER_GRACE_MS
     };
-    sys::kill(pid, libc::SIGTERM);
+    let holding = || {
+        targets
+            .iter()
+            .flatten()
+            .any(|(o, inode)| procfs::holds(o.pid, *inode))
+    };
     let deadline = sys::monotonic_ms() + grace;
     let mut pause = 2u64;
     let mut last = (-1, libc::EADDRINUSE);
@@ -254,34 +292,36 @@ fn stop(cfg: &Config, ep: &Endpoint, pid: i32, inode: u64, attempt: Attempt<'_>)
         }
         pause = (pause * 2).min(100);
         last = attempt();
-        if last.0 == 0 || last.1 != libc::EADDRINUSE || !procfs::holds(pid, inode) {
+        if last.0 == 0 || last.1 != libc::EADDRINUSE || !holding() {
             return last;
         }
     }
-    // The PID may have exited and been reused while we waited: SIGKILL only the process
-    // that still holds this very socket.
-    if procfs::holds(pid, inode) {
-        report::at(Level::Warn, |l| {
-            put!(
-                l,
-                ep,
-                ": PID ",
-                pid,
-                " still holds the port after ",
-                grace,
-                " ms: SIGKILL"
-            )
-        });
-        sys::kill(pid, libc::SIGKILL);
-        let end = sys::monotonic_ms() + 1000;
-        while sys::monotonic_ms() < end {
-            if !sys::sleep_ms(10) {
-                break;
-            }
-            last = attempt();
-            if last.0 == 0 || last.1 != libc::EADDRINUSE || !procfs::holds(pid, inode) {
-                break;
-            }
+    // A PID may have exited and been reused while we waited: SIGKILL only a process that
+    // still holds this very socket.
+    for (o, inode) in targets.iter().flatten() {
+        if procfs::holds(o.pid, *inode) {
+            report::at(Level::Warn, |l| {
+                put!(
+                    l,
+                    ep,
+                    ": PID ",
+                    o.pid,
+                    " still holds the port after ",
+                    grace,
+                    " ms: SIGKILL"
+                )
+            });
+            sys::kill(o.pid, libc::SIGKILL);
+        }
+    }
+    let end = sys::monotonic_ms() + 1000;
+    while sys::monotonic_ms() < end {
+        if !sys::sleep_ms(10) {
+            break;
+        }
+        last = attempt();
+        if last.0 == 0 || last.1 != libc::EADDRINUSE || !holding() {
+            break;
         }
     }
     last

@@ -267,8 +267,18 @@ const OWNER_SCAN_MS: u64 = 250;
 /// at most 32768 processes and 65536 descriptors each, for 250 ms at most; /proc of other
 /// users' processes is unreadable without privilege, which leaves those holders unnamed.
 pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
+    let mut found = None;
+    holders(inode, skip, |o| {
+        found = Some(o);
+        false
+    });
+    found
+}
+
+/// Every process (other than those in `skip`) that holds socket `inode`, to `f` until it
+/// returns false; the same bounds as `owner_of`.
+pub fn holders(inode: u64, skip: &[i32], mut f: impl FnMut(Owner) -> bool) {
     let want = socket_link(inode);
-    let mut found: Option<Owner> = None;
     let mut procs = 0;
     // A bind waits for this: on a host with thousands of processes, give up unnamed
     // rather than hold the server up.
@@ -282,6 +292,7 @@ pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
             return procs < 32768;
         }
         let pid_s = Digits::of(pid);
+        let mut more = true;
         if has_socket(pid_s.bytes(), &want) {
             let mut o = Owner {
                 pid: pid as i32,
@@ -289,11 +300,10 @@ pub fn owner_of(inode: u64, skip: &[i32]) -> Option<Owner> {
                 comm_len: 0,
             };
             read_comm(pid_s.bytes(), &mut o);
-            found = Some(o);
+            more = f(o);
         }
-        found.is_none() && procs < 32768
+        more && procs < 32768
     });
-    found
 }
 
 /// Whether process `pid` still has socket `inode` open.

@@ -230,6 +230,69 @@ time.sleep(60)
     assert!(err.contains("taking over: stopping PID"), "{err}");
 }
 
+/// When one of the processes that hold the socket may not be stopped (here `sleep`, another
+/// program, which inherited it), takeover stops none of them: stopping the others would not
+/// free the port. The bind fails, and the line names who holds it. (Which processes were
+/// stopped once depended on the order of their PIDs.)
+#[test]
+fn takeover_stops_nobody_when_one_holder_may_not_be_stopped() {
+    let code = "import os,socket,sys,time
+s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)
+os.set_inheritable(s.fileno(), True)
+kids = []
+for _ in range(2):
+    k = os.fork()
+    if k == 0:
+        for _ in range(30): time.sleep(1)
+        os._exit(0)
+    kids.append(k)
+other = os.fork()
+if other == 0:
+    os.execvp('sleep', ['sleep', '30'])
+print(' '.join(str(p) for p in [os.getpid()] + kids + [other]), flush=True)
+time.sleep(30)
+";
+    let port = free_port().to_string();
+    let start = |preload: bool, env: &[(&str, &str)]| {
+        let mut c = command(python(), preload);
+        c.args(["-c", code, &port]).envs(env.iter().copied());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let mut p = Proc {
+            child: c.spawn().expect("spawn python"),
+            name: "python".into(),
+        };
+        let mut line = String::new();
+        let _ = BufReader::new(p.child.stdout.take().unwrap()).read_line(&mut line);
+        let pids: Vec<i32> = line
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        (p, pids)
+    };
+    let (old, old_pids) = start(false, &[]);
+    let _group = Group(old.pid());
+    assert_eq!(old_pids.len(), 4, "the old instance did not start");
+    let (mut new, new_pids) = start(true, &[("REUSE_TAKEOVER", "1")]);
+    let _new_group = Group(new.pid());
+    let _ = new.child.wait();
+    let err = new.stderr_text();
+    assert!(new_pids.is_empty(), "the new instance bound: {err}");
+    for pid in &old_pids {
+        assert!(alive(*pid), "PID {pid} was stopped: {err}");
+    }
+    let sleep = old_pids[3];
+    assert!(
+        err.contains(&format!(
+            "not taking over from PID {sleep} (sleep): another program"
+        )) && !err.contains("taking over: stopping")
+            && err.contains("bind failed (EADDRINUSE)"),
+        "{err}"
+    );
+}
+
 /// Kills a process group the test made, when the test ends (passed or not).
 struct Group(i32);
 
