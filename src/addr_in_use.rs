@@ -138,9 +138,9 @@ const TAKEOVER_ROUNDS: usize = 4;
 /// this same program, not the caller's own family, not another user's), and binds as soon
 /// as the port is free. Several processes can hold one listening socket (a master and the
 /// workers it forked; workers that outlive their master's SIGTERM, as PHP's built-in
-/// server's do), so all of them are found first: if one of them may not be stopped, none
-/// is, since stopping the others would not free the port. None when nobody was stopped or
-/// the port is still held: the caller then names the holder.
+/// server's do), so all the holders of a socket are found first: if one of them may not be
+/// stopped, none of them is, since stopping the others would not free that socket. None
+/// when nobody was stopped or the port is still held: the caller then names the holder.
 fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_int, c_int)> {
     let ep = f.ep;
     let me = sys::getpid();
@@ -166,8 +166,13 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
         let summary = procfs::summarize(ep, f.transport);
         let mut targets: [Option<(procfs::Owner, u64)>; TAKEOVER_MAX] =
             [const { None }; TAKEOVER_MAX];
-        let (mut count, mut refused) = (0, false);
+        let mut count = 0;
         for &(inode, uid) in summary.listener_inodes() {
+            // All the holders of one socket, or none: if one may not be stopped, stopping
+            // the others would not free it. (Another socket on the port may not even be in
+            // the way: an IPv6-only one beside this IPv4 bind.)
+            let first = count;
+            let mut refused = false;
             procfs::holders(inode, &skip, |owner| {
                 if let Some(why) = refusal(&owner, uid, me, mine.as_ref()) {
                     if name_once(owner.pid) {
@@ -187,17 +192,19 @@ fn take_over(cfg: &Config, f: &Failed<'_>, attempt: Attempt<'_>) -> Option<(c_in
                     refused = true;
                     return false;
                 }
-                match targets.get_mut(count) {
-                    Some(slot) => {
-                        *slot = Some((owner, inode));
-                        count += 1;
-                        true
-                    }
-                    None => false,
+                // Past the round's room, the rest are still looked at for a refusal; the
+                // next round stops them.
+                if let Some(slot) = targets.get_mut(count) {
+                    *slot = Some((owner, inode));
+                    count += 1;
                 }
+                true
             });
             if refused {
-                return None;
+                for slot in targets.iter_mut().take(count).skip(first) {
+                    *slot = None;
+                }
+                count = first;
             }
         }
         if count == 0 {

@@ -293,6 +293,78 @@ time.sleep(30)
     );
 }
 
+/// A socket on the port that is not in the bind's way (an IPv6-only listener of another
+/// program, beside an IPv4 bind) does not stop the takeover of the leftover that is. (A
+/// refusal anywhere on the port once ended the whole takeover.)
+#[test]
+fn a_holder_of_another_socket_on_the_port_does_not_block_the_takeover() {
+    if !has_ipv6() {
+        common::skip("no IPv6 on this host");
+        return;
+    }
+    let v6only = "import socket,sys,time
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(('::', int(sys.argv[1]))); s.listen(8); print('v6', flush=True); time.sleep(20)
+";
+    let code = "import os,socket,sys,time
+s = socket.socket(); s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)
+k = os.fork()
+if k == 0:
+    for _ in range(20): time.sleep(1)
+    os._exit(0)
+print(os.getpid(), k, flush=True)
+time.sleep(20)
+";
+    let port = free_port().to_string();
+    let start = |code: &str, preload: bool, env: &[(&str, &str)]| {
+        let mut c = command(python(), preload);
+        c.args(["-c", code, &port]).envs(env.iter().copied());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let mut p = Proc {
+            child: c.spawn().expect("spawn python"),
+            name: "python".into(),
+        };
+        let mut line = String::new();
+        let _ = BufReader::new(p.child.stdout.take().unwrap()).read_line(&mut line);
+        (p, line)
+    };
+    let (other, said) = start(v6only, false, &[]);
+    let _other_group = Group(other.pid());
+    assert_eq!(said.trim(), "v6");
+    let (old, old_pids) = start(code, false, &[]);
+    let _group = Group(old.pid());
+    let old_pids: Vec<i32> = old_pids
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(old_pids.len(), 2, "the old instance did not start");
+    let (new, new_pids) = start(code, true, &[("REUSE_TAKEOVER", "1")]);
+    let _new_group = Group(new.pid());
+    let err = new.stderr_text();
+    assert_eq!(
+        new_pids.split_whitespace().count(),
+        2,
+        "the new instance did not bind: {err}"
+    );
+    assert!(
+        alive(other.pid()),
+        "the IPv6-only listener was stopped: {err}"
+    );
+    for pid in &old_pids {
+        let t0 = Instant::now();
+        while alive(*pid) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !alive(*pid),
+            "PID {pid} of the old instance still runs: {err}"
+        );
+    }
+}
+
 /// Kills a process group the test made, when the test ends (passed or not).
 struct Group(i32);
 

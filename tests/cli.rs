@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{python, reuse_bin, TempDir};
+use common::{has_ipv6, python, reuse_bin, TempDir};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -63,10 +63,6 @@ for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         keep.append(s)
 time.sleep(60)
 "#;
-
-fn has_ipv6() -> bool {
-    std::net::TcpListener::bind("[::1]:0").is_ok()
-}
 
 // ---------------------------------------------------------------- reuse run
 

@@ -114,10 +114,6 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-fn has_ipv6() -> bool {
-    std::net::TcpListener::bind("[::1]:0").is_ok()
-}
-
 /// `reuse run` with the built library, no REUSE_* of the test's own, and `args`.
 fn reuse_run(args: &[&str]) -> Command {
     let mut c = command(reuse_bin(), false);

@@ -559,6 +559,11 @@ pub fn mkfifo(path: &Path, mode: u32) -> bool {
     unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) == 0 }
 }
 
+/// Whether this host can bind IPv6 loopback.
+pub fn has_ipv6() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
