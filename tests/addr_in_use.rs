@@ -172,6 +172,40 @@ fn an_orphaned_worker_of_the_same_program_is_taken_over() {
     );
 }
 
+/// Starts `python3 -c CODE PORT` in a process group of its own (the test kills it with a
+/// `Group`), and returns it with the first line it printed.
+fn start_python(code: &str, port: &str, preload: bool, env: &[(&str, &str)]) -> (Proc, String) {
+    let mut c = command(python(), preload);
+    c.args(["-c", code, port]).envs(env.iter().copied());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut p = Proc {
+        child: c.spawn().expect("spawn python"),
+        name: "python".into(),
+    };
+    let mut line = String::new();
+    let _ = BufReader::new(p.child.stdout.take().unwrap()).read_line(&mut line);
+    (p, line)
+}
+
+/// Whether `pid` ends within `limit`.
+fn gone_within(pid: i32, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while alive(pid) && t0.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !alive(pid)
+}
+
+/// The PIDs a line lists.
+fn pids(line: &str) -> Vec<i32> {
+    line.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// A leftover instance of several processes that share one listening socket (a master and
 /// its workers, as `php -S` with PHP_CLI_SERVER_WORKERS makes, whose workers outlive their
 /// master's SIGTERM): takeover stops each of them in turn, then binds. (It once stopped the
@@ -192,23 +226,8 @@ time.sleep(60)
 ";
     let port = free_port().to_string();
     let start = |preload: bool, env: &[(&str, &str)]| {
-        let mut c = command(python(), preload);
-        c.args(["-c", code, &port]).envs(env.iter().copied());
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut c, 0);
-        let mut p = Proc {
-            child: c.spawn().expect("spawn python"),
-            name: "python".into(),
-        };
-        let mut line = String::new();
-        let _ = BufReader::new(p.child.stdout.take().unwrap()).read_line(&mut line);
-        let pids: Vec<i32> = line
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        (p, pids)
+        let (p, line) = start_python(code, &port, preload, env);
+        (p, pids(&line))
     };
     let (old, old_pids) = start(false, &[]);
     let _group = Group(old.pid());
@@ -218,12 +237,8 @@ time.sleep(60)
     let err = new.stderr_text();
     assert_eq!(new_pids.len(), 3, "the new instance did not bind: {err}");
     for pid in &old_pids {
-        let t0 = Instant::now();
-        while alive(*pid) && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            !alive(*pid),
+            gone_within(*pid, Duration::from_secs(5)),
             "PID {pid} of the old instance still runs: {err}"
         );
     }
@@ -254,23 +269,8 @@ time.sleep(30)
 ";
     let port = free_port().to_string();
     let start = |preload: bool, env: &[(&str, &str)]| {
-        let mut c = command(python(), preload);
-        c.args(["-c", code, &port]).envs(env.iter().copied());
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut c, 0);
-        let mut p = Proc {
-            child: c.spawn().expect("spawn python"),
-            name: "python".into(),
-        };
-        let mut line = String::new();
-        let _ = BufReader::new(p.child.stdout.take().unwrap()).read_line(&mut line);
-        let pids: Vec<i32> = line
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        (p, pids)
+        let (p, line) = start_python(code, &port, preload, env);
+        (p, pids(&line))
     };
     let (old, old_pids) = start(false, &[]);
     let _group = Group(old.pid());
@@ -316,30 +316,14 @@ print(os.getpid(), k, flush=True)
 time.sleep(20)
 ";
     let port = free_port().to_string();
-    let start = |code: &str, preload: bool, env: &[(&str, &str)]| {
-        let mut c = command(python(), preload);
-        c.args(["-c", code, &port]).envs(env.iter().copied());
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut c, 0);
-        let mut p = Proc {
-            child: c.spawn().expect("spawn python"),
-            name: "python".into(),
-        };
-        let mut line = String::new();
-        let _ = BufReader::new(p.child.stdout.take().unwrap()).read_line(&mut line);
-        (p, line)
-    };
+    let start =
+        |code: &str, preload: bool, env: &[(&str, &str)]| start_python(code, &port, preload, env);
     let (other, said) = start(v6only, false, &[]);
     let _other_group = Group(other.pid());
     assert_eq!(said.trim(), "v6");
     let (old, old_pids) = start(code, false, &[]);
     let _group = Group(old.pid());
-    let old_pids: Vec<i32> = old_pids
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
+    let old_pids = pids(&old_pids);
     assert_eq!(old_pids.len(), 2, "the old instance did not start");
     let (new, new_pids) = start(code, true, &[("REUSE_TAKEOVER", "1")]);
     let _new_group = Group(new.pid());
@@ -354,12 +338,8 @@ time.sleep(20)
         "the IPv6-only listener was stopped: {err}"
     );
     for pid in &old_pids {
-        let t0 = Instant::now();
-        while alive(*pid) && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            !alive(*pid),
+            gone_within(*pid, Duration::from_secs(5)),
             "PID {pid} of the old instance still runs: {err}"
         );
     }
