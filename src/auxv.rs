@@ -27,13 +27,13 @@ const KINDS: [c_ulong; 5] = [
     libc::AT_SECURE,
 ];
 
-#[cfg_attr(target_os = "linux", link_section = ".data")]
+#[link_section = ".data"]
 static VALUES: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
 
 const UNKNOWN: u8 = 0;
 const KNOWN: u8 = 1;
 const UNAVAILABLE: u8 = 2;
-#[cfg_attr(target_os = "linux", link_section = ".data")]
+#[link_section = ".data"]
 static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
 
 /// An entry of the auxiliary vector (0 if the kernel gave none of that kind); None when the

@@ -370,7 +370,7 @@ fn object_at(addr: usize) -> Option<(*const Dyn, usize, &'static [u8])> {
 
 /// Serializes patchers: two threads' DEEPBIND dlopens would otherwise put a page back to
 /// read-only under each other's write.
-#[cfg_attr(target_os = "linux", link_section = ".data")]
+#[link_section = ".data"]
 static PATCHING: AtomicBool = AtomicBool::new(false);
 
 /// Points the hooked imports of the object `handle` names at the hooks, where they hold a

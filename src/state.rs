@@ -48,7 +48,7 @@ static CONFIG: Slot = Slot(UnsafeCell::new(MaybeUninit::new(Config::DEFAULT)));
 /// `decision::tcp_addr_only` of the active configuration, published with it (read after
 /// `active` returned it).
 #[cfg(target_os = "linux")]
-#[cfg_attr(target_os = "linux", link_section = ".data")]
+#[link_section = ".data"]
 static TCP_ADDR_ONLY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 #[cfg(target_os = "linux")]
@@ -179,7 +179,7 @@ unsafe fn note_entry(bytes: *const u8) -> bool {
 /// LD_LIBRARY_PATH as the program started with it (its value's address), for the DEEPBIND
 /// search (`deepbind`), which must search it where glibc does; 0 if unset.
 #[cfg(target_os = "linux")]
-#[cfg_attr(target_os = "linux", link_section = ".data")]
+#[link_section = ".data"]
 static LIBRARY_PATH: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// # Safety
@@ -273,7 +273,7 @@ unsafe fn aligned_word(w: *const usize) -> usize {
 /// Whether LD_PRELOAD names another library after this one: the loader runs the
 /// constructors of preloaded libraries last-listed first, so theirs ran before this one's.
 #[cfg(target_os = "linux")]
-#[cfg_attr(target_os = "linux", link_section = ".data")]
+#[link_section = ".data"]
 static OTHERS_PRELOADED: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 

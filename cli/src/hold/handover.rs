@@ -327,21 +327,7 @@ impl Server {
     /// of its address, if it is a listening TCP socket on a held port; else gives it back.
     pub fn adopt(&mut self, fd: OwnedFd) -> Result<(), OwnedFd> {
         let raw = fd.as_raw_fd();
-        let int = |level, name| {
-            let mut v: libc::c_int = 0;
-            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: v and len outlive the call and len is v's size.
-            let rc = unsafe {
-                libc::getsockopt(
-                    raw,
-                    level,
-                    name,
-                    (&mut v as *mut libc::c_int).cast(),
-                    &mut len,
-                )
-            };
-            (rc == 0).then_some(v)
-        };
+        let int = |level, name| get_int(raw, level, name);
         if int(libc::SOL_SOCKET, libc::SO_TYPE) != Some(libc::SOCK_STREAM)
             || int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN) != Some(1)
         {
